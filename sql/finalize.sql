@@ -1,0 +1,55 @@
+-- Triggers and privileges, created after the functions they use.
+
+CREATE TRIGGER guard_insert
+    BEFORE INSERT ON @extschema@.accounts
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.guard_accounts();
+
+CREATE TRIGGER guard_update
+    BEFORE UPDATE ON @extschema@.accounts
+    FOR EACH ROW
+    WHEN (NEW.balance IS DISTINCT FROM OLD.balance
+          OR NEW.min_balance IS DISTINCT FROM OLD.min_balance
+          OR NEW.account IS DISTINCT FROM OLD.account)
+    EXECUTE FUNCTION @extschema@.guard_accounts();
+
+CREATE TRIGGER record_opening_adjustment
+    AFTER INSERT ON @extschema@.accounts
+    FOR EACH ROW WHEN (NEW.balance <> 0)
+    EXECUTE FUNCTION @extschema@.record_opening_adjustment();
+
+CREATE TRIGGER refuse_delete_with_balance
+    BEFORE DELETE ON @extschema@.accounts
+    FOR EACH ROW WHEN (OLD.balance <> 0)
+    EXECUTE FUNCTION @extschema@.refuse_write();
+
+CREATE TRIGGER refuse_truncate
+    BEFORE TRUNCATE ON @extschema@.accounts
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.refuse_write();
+
+CREATE TRIGGER notify_low_balance
+    AFTER UPDATE ON @extschema@.accounts
+    FOR EACH ROW
+    WHEN (NEW.low_balance_threshold IS NOT NULL
+          AND OLD.balance >= NEW.low_balance_threshold
+          AND NEW.balance < NEW.low_balance_threshold)
+    EXECUTE FUNCTION @extschema@.notify_low_balance();
+
+CREATE TRIGGER append_only
+    BEFORE UPDATE OR DELETE ON @extschema@.ledger
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.refuse_write();
+
+CREATE TRIGGER refuse_truncate
+    BEFORE TRUNCATE ON @extschema@.ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.refuse_write();
+
+-- Trigger functions write the ledger for whoever made the direct write, so they run as
+-- the extension's owner, with a pinned search_path like every other function.
+ALTER FUNCTION @extschema@.guard_accounts() SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+ALTER FUNCTION @extschema@.record_opening_adjustment() SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+ALTER FUNCTION @extschema@.refuse_write() SET search_path = pg_catalog, @extschema@, pg_temp;
+ALTER FUNCTION @extschema@.notify_low_balance() SET search_path = pg_catalog, @extschema@, pg_temp;
+
+-- Nothing is usable until granted: see "Roles and grants" in the README.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA @extschema@ FROM PUBLIC;

@@ -1,0 +1,222 @@
+//! Accounts: opening them, reading balances, and the settings a billing admin changes.
+//!
+//! Every function here touches exactly one account row, found by its primary key.
+
+use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
+use crate::input;
+use crate::plans::{OwnWrite, Statement, JSONB, NUMERIC, TEXT};
+use pgrx::datum::numeric::Sign;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{AnyNumeric, JsonB};
+
+/// Opens an account; `initial` is recorded in the ledger as its opening entry.
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn create_account(
+    account: Option<&str>,
+    initial: default!(Option<AnyNumeric>, 0),
+    min_balance: default!(Option<AnyNumeric>, 0),
+    low_balance_threshold: default!(Option<AnyNumeric>, "NULL"),
+    metadata: default!(Option<JsonB>, "NULL"),
+) -> AnyNumeric {
+    unwrap_or_raise(open(account, initial, min_balance, low_balance_threshold, metadata))
+}
+
+/// The account's balance; PT404 if there is no such account.
+#[pg_extern(security_definer, stable, parallel_restricted)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn balance(account: Option<&str>) -> AnyNumeric {
+    unwrap_or_raise(
+        input::account(account)
+            .and_then(|account| Spi::connect(|client| balance_of(client, account))),
+    )
+}
+
+/// Whether `charge(account, cost)` would succeed now, without charging or raising PT402.
+#[pg_extern(security_definer, stable, parallel_restricted)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn can_afford(account: Option<&str>, cost: Option<AnyNumeric>) -> bool {
+    unwrap_or_raise(affordable(account, cost))
+}
+
+/// Sets the account's floor and its low-balance alert threshold (NULL: no alert).
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn set_limits(
+    account: Option<&str>,
+    min_balance: Option<AnyNumeric>,
+    low_balance_threshold: default!(Option<AnyNumeric>, "NULL"),
+) {
+    unwrap_or_raise(limits(account, min_balance, low_balance_threshold))
+}
+
+/// Replaces the account's metadata (a JSON object, or NULL).
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn set_metadata(account: Option<&str>, metadata: Option<JsonB>) {
+    unwrap_or_raise(replace_metadata(account, metadata))
+}
+
+/// An account row as the money path needs it.
+pub struct Account {
+    pub balance: AnyNumeric,
+    pub min_balance: AnyNumeric,
+}
+
+static LOCK: Statement = Statement {
+    sql: "SELECT balance, min_balance FROM credits.accounts WHERE account = $1 FOR UPDATE",
+    args: &[TEXT],
+};
+
+static BALANCE: Statement = Statement {
+    sql: "SELECT balance FROM credits.accounts WHERE account = $1",
+    args: &[TEXT],
+};
+
+static AFFORDABLE: Statement = Statement {
+    sql: "SELECT balance - $2 >= min_balance FROM credits.accounts WHERE account = $1",
+    args: &[TEXT, NUMERIC],
+};
+
+static OPEN_EMPTY: Statement = Statement {
+    sql: "INSERT INTO credits.accounts (account, balance) VALUES ($1, 0)
+          ON CONFLICT (account) DO NOTHING RETURNING balance",
+    args: &[TEXT],
+};
+
+static OPEN: Statement = Statement {
+    sql: "INSERT INTO credits.accounts
+                 (account, balance, min_balance, low_balance_threshold, metadata)
+          VALUES ($1, $2, $3, $4, $5)
+          ON CONFLICT (account) DO NOTHING RETURNING balance",
+    args: &[TEXT, NUMERIC, NUMERIC, NUMERIC, JSONB],
+};
+
+static OPENING_ENTRY: Statement = Statement {
+    sql: "INSERT INTO credits.ledger (account, amount, balance_after, kind, reason)
+          VALUES ($1, $2, $2, 'opening', 'initial balance') RETURNING id",
+    args: &[TEXT, NUMERIC],
+};
+
+static SET_LIMITS: Statement = Statement {
+    sql: "UPDATE credits.accounts
+             SET min_balance = $2, low_balance_threshold = $3, updated_at = pg_catalog.now()
+           WHERE account = $1 RETURNING account",
+    args: &[TEXT, NUMERIC, NUMERIC],
+};
+
+static SET_METADATA: Statement = Statement {
+    sql: "UPDATE credits.accounts SET metadata = $2, updated_at = pg_catalog.now()
+           WHERE account = $1 RETURNING account",
+    args: &[TEXT, JSONB],
+};
+
+/// Locks the account row until the end of the transaction.
+pub fn lock(client: &SpiClient<'_>, account: &str) -> Option<Account> {
+    LOCK.first_row(client, &[account.into()])
+        .map(|row| Account { balance: row.column(1), min_balance: row.column(2) })
+}
+
+pub fn balance_of(client: &SpiClient<'_>, account: &str) -> Result<AnyNumeric> {
+    BALANCE.first_value(client, &[account.into()]).ok_or_else(|| not_found(account))
+}
+
+/// Opens a missing account with nothing on it; a no-op when it exists.
+pub fn open_empty(client: &SpiClient<'_>, account: &str) {
+    OPEN_EMPTY.first_row(client, &[account.into()]);
+}
+
+fn not_found(account: &str) -> CreditsError {
+    CreditsError::AccountNotFound { account: account.to_owned() }
+}
+
+fn open(
+    account: Option<&str>,
+    initial: Option<AnyNumeric>,
+    min_balance: Option<AnyNumeric>,
+    low_balance_threshold: Option<AnyNumeric>,
+    metadata: Option<JsonB>,
+) -> Result<AnyNumeric> {
+    let account = input::account(account)?;
+    let initial = input::signed_amount("initial", initial)?;
+    let min_balance = input::signed_amount("min_balance", min_balance)?;
+    let low_balance_threshold =
+        input::optional_signed_amount("low_balance_threshold", low_balance_threshold)?;
+    let metadata = input::metadata(metadata)?;
+    if initial < min_balance {
+        return Err(CreditsError::bad_input(
+            BadInput::Invalid,
+            "initial",
+            "must not be below min_balance",
+        ));
+    }
+    Spi::connect_mut(|client| {
+        let _own = OwnWrite::begin(account);
+        let opened: Option<AnyNumeric> = OPEN.first_value(
+            client,
+            &[
+                account.into(),
+                initial.clone().into(),
+                min_balance.into(),
+                low_balance_threshold.into(),
+                metadata.into(),
+            ],
+        );
+        let Some(balance) = opened else {
+            return Err(CreditsError::AccountExists { account: account.to_owned() });
+        };
+        if initial.sign() != Sign::Zero {
+            OPENING_ENTRY.first_row(client, &[account.into(), initial.into()]);
+        }
+        Ok(balance)
+    })
+}
+
+fn affordable(account: Option<&str>, cost: Option<AnyNumeric>) -> Result<bool> {
+    let account = input::account(account)?;
+    let cost = input::amount("cost", cost)?;
+    Spi::connect(|client| {
+        AFFORDABLE.first_value(client, &[account.into(), cost.into()]).ok_or_else(|| not_found(account))
+    })
+}
+
+fn limits(
+    account: Option<&str>,
+    min_balance: Option<AnyNumeric>,
+    low_balance_threshold: Option<AnyNumeric>,
+) -> Result<()> {
+    let account = input::account(account)?;
+    let min_balance = input::signed_amount("min_balance", min_balance)?;
+    let low_balance_threshold =
+        input::optional_signed_amount("low_balance_threshold", low_balance_threshold)?;
+    Spi::connect_mut(|client| {
+        let current = lock(client, account).ok_or_else(|| not_found(account))?;
+        if current.balance < min_balance {
+            // The same rule as the guard trigger: no write may leave balance < min_balance.
+            return Err(CreditsError::InsufficientBalance {
+                account: account.to_owned(),
+                balance: current.balance,
+                min_balance,
+                cost: AnyNumeric::from(0),
+            });
+        }
+        let _own = OwnWrite::begin(account);
+        SET_LIMITS.first_row(
+            client,
+            &[account.into(), min_balance.into(), low_balance_threshold.into()],
+        );
+        Ok(())
+    })
+}
+
+fn replace_metadata(account: Option<&str>, metadata: Option<JsonB>) -> Result<()> {
+    let account = input::account(account)?;
+    let metadata = input::metadata(metadata)?;
+    Spi::connect_mut(|client| {
+        SET_METADATA
+            .first_row(client, &[account.into(), metadata.into()])
+            .map(drop)
+            .ok_or_else(|| not_found(account))
+    })
+}

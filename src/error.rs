@@ -1,0 +1,300 @@
+//! The error contract: every SQLSTATE pg_credits raises, with the message, the JSON
+//! DETAIL and the HINT that go with it, built here and nowhere else.
+//!
+//! Why the errors are raised by hand: pgrx re-raises every error through a closed
+//! enum of SQLSTATEs (an unknown one becomes XX000) and appends a Rust backtrace to
+//! DETAIL when `RUST_BACKTRACE` is set. Neither is acceptable for a contract whose
+//! whole point is "SQLSTATE PT402 and a DETAIL that parses as JSON". So
+//! [`CreditsError::raise`] calls PostgreSQL's `errstart` … `errfinish` itself.
+//! `errfinish` longjmps: it must only be reached from the top-level SQL-callable
+//! function, with every Rust value that owns memory already dropped, and never from
+//! inside `Spi::connect` (pgrx would catch it there and re-raise it as XX000).
+
+use pgrx::AnyNumeric;
+use serde_json::{json, Value};
+use std::ffi::{c_char, c_int, CString};
+
+pub const INSUFFICIENT_BALANCE_MESSAGE: &str =
+    "Account balance not enough to run this query, please recharge.";
+
+/// Which rule a bad argument broke; each maps to one standard SQLSTATE of class 22.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadInput {
+    /// 22004 null_value_not_allowed
+    Null,
+    /// 22023 invalid_parameter_value
+    Invalid,
+    /// 22003 numeric_value_out_of_range
+    OutOfRange,
+    /// 22001 string_data_right_truncation
+    TooLong,
+}
+
+#[derive(Debug)]
+pub enum CreditsError {
+    InsufficientBalance {
+        account: String,
+        balance: AnyNumeric,
+        min_balance: AnyNumeric,
+        cost: AnyNumeric,
+    },
+    AccountNotFound {
+        account: String,
+    },
+    AccountExists {
+        account: String,
+    },
+    IdempotencyConflict {
+        account: String,
+        idempotency_key: String,
+        original_kind: String,
+        original_amount: AnyNumeric,
+        kind: &'static str,
+        amount: AnyNumeric,
+    },
+    ForbiddenWrite {
+        message: &'static str,
+    },
+    BadInput {
+        rule: BadInput,
+        field: &'static str,
+        problem: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, CreditsError>;
+
+impl CreditsError {
+    pub fn bad_input(rule: BadInput, field: &'static str, problem: impl Into<String>) -> Self {
+        CreditsError::BadInput { rule, field, problem: problem.into() }
+    }
+
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            CreditsError::InsufficientBalance { .. } => "PT402",
+            CreditsError::AccountNotFound { .. } => "PT404",
+            CreditsError::AccountExists { .. } | CreditsError::IdempotencyConflict { .. } => {
+                "PT409"
+            }
+            CreditsError::ForbiddenWrite { .. } => "PT403",
+            CreditsError::BadInput { rule, .. } => match rule {
+                BadInput::Null => "22004",
+                BadInput::Invalid => "22023",
+                BadInput::OutOfRange => "22003",
+                BadInput::TooLong => "22001",
+            },
+        }
+    }
+
+    /// The payload's `name`, `code` (HTTP status) and `status_code` (ours, finer-grained).
+    fn identity(&self) -> (&'static str, u16, u32) {
+        match self {
+            CreditsError::InsufficientBalance { .. } => ("InsufficientBalanceError", 402, 40203),
+            CreditsError::AccountNotFound { .. } => ("AccountNotFoundError", 404, 40401),
+            CreditsError::AccountExists { .. } => ("AccountExistsError", 409, 40901),
+            CreditsError::IdempotencyConflict { .. } => ("IdempotencyConflictError", 409, 40902),
+            CreditsError::ForbiddenWrite { .. } => ("ForbiddenWriteError", 403, 40301),
+            CreditsError::BadInput { .. } => ("InvalidInputError", 400, 40001),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            CreditsError::InsufficientBalance { .. } => INSUFFICIENT_BALANCE_MESSAGE.to_string(),
+            CreditsError::AccountNotFound { .. } => "Account not found.".to_string(),
+            CreditsError::AccountExists { .. } => "Account already exists.".to_string(),
+            CreditsError::IdempotencyConflict { .. } => {
+                "Idempotency key already used for a different operation.".to_string()
+            }
+            CreditsError::ForbiddenWrite { message } => message.to_string(),
+            CreditsError::BadInput { field, problem, .. } => format!("{field} {problem}"),
+        }
+    }
+
+    /// The JSON payload carried in DETAIL: the common envelope plus the error's own fields.
+    pub fn detail(&self) -> Value {
+        let (name, code, status_code) = self.identity();
+        let message = self.message();
+        let mut payload = json!({
+            "code": code,
+            "name": name,
+            "status_code": status_code,
+            "message": message,
+            "readable_message": self.readable_message(),
+        });
+        let fields = match self {
+            CreditsError::InsufficientBalance { account, balance, min_balance, cost } => json!({
+                "account": account,
+                "balance": balance.to_string(),
+                "min_balance": min_balance.to_string(),
+                "cost": cost.to_string(),
+                "shortfall": shortfall(balance, min_balance, cost).to_string(),
+            }),
+            CreditsError::AccountNotFound { account } | CreditsError::AccountExists { account } => {
+                json!({ "account": account })
+            }
+            CreditsError::IdempotencyConflict {
+                account,
+                idempotency_key,
+                original_kind,
+                original_amount,
+                kind,
+                amount,
+            } => json!({
+                "account": account,
+                "idempotency_key": idempotency_key,
+                "original": { "kind": original_kind, "amount": original_amount.to_string() },
+                "attempted": { "kind": kind, "amount": amount.to_string() },
+            }),
+            CreditsError::ForbiddenWrite { .. } => json!({}),
+            CreditsError::BadInput { field, .. } => json!({ "field": field }),
+        };
+        if let (Value::Object(envelope), Value::Object(extra)) = (&mut payload, fields) {
+            envelope.extend(extra);
+        }
+        payload
+    }
+
+    fn readable_message(&self) -> String {
+        match self {
+            CreditsError::InsufficientBalance { account, balance, min_balance, cost } => {
+                let missing = shortfall(balance, min_balance, cost);
+                let floor = if min_balance.sign() == pgrx::datum::numeric::Sign::Zero {
+                    String::new()
+                } else {
+                    format!(" (it may go down to {min_balance})")
+                };
+                format!(
+                    "Account '{account}' has a balance of {balance}{floor} and this query costs \
+                     {cost}: {missing} more credits are needed. Recharge the account with at least \
+                     {missing} credits, then retry the query."
+                )
+            }
+            CreditsError::AccountNotFound { account } => format!(
+                "There is no account '{account}'. Create it with credits.create_account or \
+                 credits.recharge before charging it."
+            ),
+            CreditsError::AccountExists { account } => format!(
+                "An account '{account}' already exists; use credits.recharge to add credits to it."
+            ),
+            CreditsError::IdempotencyConflict {
+                account,
+                idempotency_key,
+                original_kind,
+                original_amount,
+                kind,
+                amount,
+            } => format!(
+                "The idempotency key '{idempotency_key}' of account '{account}' was first used for \
+                 a {original_kind} of {original_amount}; it cannot be reused for a {kind} of \
+                 {amount}. Use a new key for a new operation."
+            ),
+            CreditsError::ForbiddenWrite { message } => format!(
+                "{message} The credits ledger is append-only so that every balance can be \
+                 explained by its entries."
+            ),
+            CreditsError::BadInput { field, problem, .. } => {
+                format!("The argument '{field}' {problem}; nothing was changed.")
+            }
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            CreditsError::InsufficientBalance { account, .. } => Some(format!(
+                "Recharge the account, e.g. SELECT credits.recharge('{}', <amount>); then retry.",
+                account.replace('\'', "''")
+            )),
+            CreditsError::AccountNotFound { .. } => {
+                Some("Create the account with credits.create_account(account, initial).".into())
+            }
+            CreditsError::IdempotencyConflict { .. } => {
+                Some("Each distinct operation needs its own idempotency key.".into())
+            }
+            CreditsError::ForbiddenWrite { .. } => Some(
+                "Correct a balance with an UPDATE of credits.accounts.balance (recorded as an \
+                 adjustment) or with credits.recharge."
+                    .into(),
+            ),
+            CreditsError::AccountExists { .. } | CreditsError::BadInput { .. } => None,
+        }
+    }
+
+    /// Raises this error in PostgreSQL and does not return.
+    ///
+    /// Call it only as the last act of a top-level SQL-callable function (see the module
+    /// docs): it drops every Rust-owned value it built before `errfinish` longjmps.
+    pub fn raise(self) -> ! {
+        let sqlstate = make_sqlstate(self.sqlstate());
+        let message = c_string(self.message());
+        let detail = c_string(self.detail().to_string());
+        let hint = self.hint().map(c_string);
+        drop(self);
+        // SAFETY: errstart/errcode/errmsg/errdetail/errhint copy their arguments into
+        // ErrorContext, so the CStrings may be freed before errfinish, which never returns
+        // for ERROR and leaves no Rust destructor pending in this frame.
+        unsafe {
+            if errstart(pgrx::pg_sys::PGERROR as c_int, std::ptr::null()) {
+                errcode(sqlstate);
+                errmsg(c"%s".as_ptr(), message.as_ptr());
+                errdetail(c"%s".as_ptr(), detail.as_ptr());
+                if let Some(hint) = &hint {
+                    errhint(c"%s".as_ptr(), hint.as_ptr());
+                }
+                drop(message);
+                drop(detail);
+                drop(hint);
+                errfinish(c"pg_credits".as_ptr(), 0, c"pg_credits".as_ptr());
+            }
+        }
+        unreachable!("errfinish returned from an ERROR")
+    }
+}
+
+/// How much the account is missing: cost - (balance - min_balance).
+fn shortfall(balance: &AnyNumeric, min_balance: &AnyNumeric, cost: &AnyNumeric) -> AnyNumeric {
+    cost.clone() - (balance.clone() - min_balance.clone())
+}
+
+fn c_string(text: String) -> CString {
+    CString::new(text.replace('\0', "")).expect("NUL bytes were removed")
+}
+
+/// PostgreSQL's MAKE_SQLSTATE: five characters packed six bits each.
+fn make_sqlstate(code: &str) -> c_int {
+    code.bytes()
+        .enumerate()
+        .map(|(i, ch)| (((ch - b'0') & 0x3F) as c_int) << (6 * i))
+        .sum()
+}
+
+/// Unwraps a result in a top-level SQL-callable function, raising the error otherwise.
+pub fn unwrap_or_raise<T>(result: Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => error.raise(),
+    }
+}
+
+// pgrx deliberately leaves these out of pg_sys (its own path maps SQLSTATEs through a
+// closed enum), so pg_credits declares them itself.
+unsafe extern "C-unwind" {
+    fn errstart(elevel: c_int, domain: *const c_char) -> bool;
+    fn errcode(sqlerrcode: c_int) -> c_int;
+    fn errmsg(fmt: *const c_char, ...) -> c_int;
+    fn errdetail(fmt: *const c_char, ...) -> c_int;
+    fn errhint(fmt: *const c_char, ...) -> c_int;
+    fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::make_sqlstate;
+
+    #[test]
+    fn sqlstates_pack_like_postgres() {
+        // ERRCODE_DIVISION_BY_ZERO is MAKE_SQLSTATE('2','2','0','1','2') = 33816706.
+        assert_eq!(make_sqlstate("22012"), 33816706);
+        assert_ne!(make_sqlstate("PT402"), make_sqlstate("PT404"));
+    }
+}

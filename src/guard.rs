@@ -1,0 +1,116 @@
+//! The guard triggers: whatever writes the tables (raw SQL, an ORM, an admin session),
+//! no account goes below its `min_balance`, every balance change is in the ledger, and
+//! the ledger is append-only. The extension's own functions keep these rules by
+//! construction; the triggers make them hold for everyone else.
+//!
+//! Direct balance changes are recorded as `adjustment` entries: for an UPDATE from the
+//! BEFORE trigger (it runs after PostgreSQL has locked the latest row version, so OLD is
+//! the balance being replaced), for an INSERT from an AFTER trigger, so that an
+//! `INSERT … ON CONFLICT DO UPDATE` that did not insert records nothing twice.
+
+use crate::error::{self, CreditsError};
+use crate::plans::{is_own_write, Statement, NUMERIC, TEXT};
+use pgrx::heap_tuple::PgHeapTuple;
+use pgrx::prelude::*;
+use pgrx::{AllocatedByPostgres, AnyNumeric};
+use std::convert::Infallible;
+
+type TriggerRow<'a> = Option<PgHeapTuple<'a, AllocatedByPostgres>>;
+
+/// BEFORE INSERT or UPDATE of credits.accounts.
+#[pg_trigger]
+fn guard_accounts<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRow<'a>, Infallible> {
+    match guard_row(trigger) {
+        Ok(row) => Ok(row),
+        Err(error) => error.raise(),
+    }
+}
+
+/// AFTER INSERT of credits.accounts with a non-zero balance.
+#[pg_trigger]
+fn record_opening_adjustment<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> std::result::Result<TriggerRow<'a>, Infallible> {
+    let new = trigger.new().expect("an AFTER INSERT row trigger has NEW");
+    let account: String = column(&new, "account");
+    if !is_own_write(&account) {
+        let balance: AnyNumeric = column(&new, "balance");
+        record_adjustment(&account, balance.clone(), balance);
+    }
+    Ok(None)
+}
+
+/// Refuses the write it fires for: UPDATE, DELETE or TRUNCATE of the ledger, TRUNCATE of
+/// the accounts, and DELETE of an account whose balance is not zero.
+#[pg_trigger]
+fn refuse_write<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRow<'a>, Infallible> {
+    let on_ledger = trigger.table_name().map(|name| name == "ledger").unwrap_or(true);
+    let message = match (on_ledger, trigger.op()) {
+        (true, _) => "The credits ledger is append-only: entries cannot be updated, deleted or truncated.",
+        (false, Ok(PgTriggerOperation::Truncate)) => {
+            "credits.accounts cannot be truncated: balances would vanish without ledger entries."
+        }
+        (false, _) => "An account whose balance is not zero cannot be deleted.",
+    };
+    CreditsError::ForbiddenWrite { message }.raise()
+}
+
+static ADJUSTMENT: Statement = Statement {
+    sql: "INSERT INTO credits.ledger (account, amount, balance_after, kind, reason)
+          VALUES ($1, $2, $3, 'adjustment', 'direct write to credits.accounts') RETURNING id",
+    args: &[TEXT, NUMERIC, NUMERIC],
+};
+
+fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
+    let new = trigger.new().expect("a BEFORE INSERT or UPDATE row trigger has NEW");
+    let account: String = column(&new, "account");
+    if is_own_write(&account) {
+        return Ok(Some(new));
+    }
+    let new_balance: AnyNumeric = column(&new, "balance");
+    let min_balance: AnyNumeric = column(&new, "min_balance");
+    let old_balance = match trigger.old() {
+        Some(old) => {
+            if column::<String>(&old, "account") != account {
+                return Err(CreditsError::ForbiddenWrite {
+                    message: "An account's id cannot be changed: its ledger entries refer to it.",
+                });
+            }
+            Some(column::<AnyNumeric>(&old, "balance"))
+        }
+        None => None,
+    };
+    if new_balance < min_balance {
+        // Reported as a charge of the amount the write takes away, from the balance it
+        // started at: shortfall = cost - (balance - min_balance) = min_balance - new balance.
+        let (balance, cost) = match old_balance {
+            Some(old) if new_balance < old => {
+                let taken = old.clone() - new_balance;
+                (old, taken)
+            }
+            _ => (new_balance, AnyNumeric::from(0)),
+        };
+        return Err(CreditsError::InsufficientBalance { account, balance, min_balance, cost });
+    }
+    if let Some(old) = old_balance {
+        if new_balance != old {
+            record_adjustment(&account, new_balance.clone() - old, new_balance);
+        }
+    }
+    Ok(Some(new))
+}
+
+fn record_adjustment(account: &str, amount: AnyNumeric, balance_after: AnyNumeric) {
+    Spi::connect_mut(|client| {
+        ADJUSTMENT.first_row(client, &[account.into(), amount.into(), balance_after.into()]);
+    });
+}
+
+fn column<T>(row: &PgHeapTuple<'_, AllocatedByPostgres>, name: &str) -> T
+where
+    T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum + for<'t> pgrx::datum::UnboxDatum<As<'t> = T>,
+{
+    row.get_by_name(name)
+        .expect("credits.accounts has this column")
+        .expect("credits.accounts declares this column NOT NULL")
+}
