@@ -1,0 +1,68 @@
+//! Harness for the client-side tests: each test gets a fresh database with the extension,
+//! on the cluster the scripts started (PGHOST, PGPORT, PGUSER from the environment).
+
+use postgres::error::DbError;
+use postgres::{Client, Config, NoTls};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use std::str::FromStr;
+
+pub fn config(database: &str) -> Config {
+    let mut config = Config::new();
+    config
+        .host(&std::env::var("PGHOST").unwrap_or_else(|_| "127.0.0.1".into()))
+        .port(std::env::var("PGPORT").ok().and_then(|p| p.parse().ok()).unwrap_or(28815))
+        .user(&std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into()))
+        .dbname(database);
+    config
+}
+
+/// A database of its own for one test, with pg_credits installed; returns its name.
+pub fn fresh_database(test: &str) -> String {
+    let name = format!("t_{test}");
+    let mut admin = config("postgres").connect(NoTls).expect("the test cluster is running");
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0")).unwrap();
+    connect(&name).batch_execute("CREATE EXTENSION pg_credits").unwrap();
+    name
+}
+
+pub fn connect(database: &str) -> Client {
+    config(database).connect(NoTls).expect("connects to the test cluster")
+}
+
+pub fn dec(text: &str) -> Decimal {
+    Decimal::from_str(text).expect("a decimal literal")
+}
+
+/// The server's error from a failed statement; panics if it succeeded.
+pub fn db_error<T: std::fmt::Debug>(result: Result<T, postgres::Error>) -> DbError {
+    result.expect_err("the statement must fail").as_db_error().expect("a server error").clone()
+}
+
+/// The error's DETAIL parsed as JSON; panics unless it is exactly one JSON object.
+pub fn payload(error: &DbError) -> Value {
+    let detail = error.detail().expect("the error has a DETAIL");
+    let value: Value = serde_json::from_str(detail).expect("DETAIL is valid JSON");
+    assert!(value.is_object(), "DETAIL is a JSON object: {detail}");
+    value
+}
+
+/// balance = sum(ledger.amount) and balance >= min_balance, for every account.
+pub fn assert_ledger_invariant(client: &mut Client) {
+    let broken: i64 = client
+        .query_one(
+            "SELECT count(*) FROM credits.accounts a
+              WHERE a.balance <> coalesce((SELECT sum(l.amount) FROM credits.ledger l
+                                            WHERE l.account = a.account), 0)
+                 OR a.balance < a.min_balance",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(broken, 0, "accounts whose balance disagrees with the ledger or the floor");
+}
+
+pub fn balance(client: &mut Client, account: &str) -> Decimal {
+    client.query_one("SELECT credits.balance($1)", &[&account]).unwrap().get(0)
+}

@@ -1,0 +1,126 @@
+//! Many sessions on one account: no overdraft, no lost update, keys applied once.
+
+use pg_credits_client_tests::*;
+use postgres::IsolationLevel;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+const SESSIONS: usize = 16;
+
+/// Runs `work` in SESSIONS threads with their own connections, started together.
+fn in_parallel<T: Send + 'static>(
+    db: &str,
+    work: impl Fn(&mut postgres::Client) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(SESSIONS));
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..SESSIONS)
+        .map(|_| {
+            let (barrier, work, db) = (barrier.clone(), work.clone(), db.to_string());
+            thread::spawn(move || {
+                let mut client = connect(&db);
+                barrier.wait();
+                work(&mut client)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("session thread")).collect()
+}
+
+fn charge_until_refused(client: &mut postgres::Client, isolation: Option<IsolationLevel>) -> (u32, u32) {
+    let (mut charged, mut serialization_failures) = (0, 0);
+    loop {
+        let outcome = match isolation {
+            None => client.query_one("SELECT credits.charge('hot', 1)", &[]).map(drop),
+            Some(level) => client
+                .build_transaction()
+                .isolation_level(level)
+                .start()
+                .and_then(|mut tx| {
+                    tx.query_one("SELECT credits.charge('hot', 1)", &[])?;
+                    tx.commit()
+                }),
+        };
+        match outcome {
+            Ok(()) => charged += 1,
+            Err(e) => match e.as_db_error().map(|d| d.code().code()) {
+                Some("PT402") => return (charged, serialization_failures),
+                Some("40001") => serialization_failures += 1,
+                _ => panic!("unexpected error: {e}"),
+            },
+        }
+    }
+}
+
+fn exact_count_under(isolation: Option<IsolationLevel>, name: &str) {
+    let db = fresh_database(name);
+    let mut client = connect(&db);
+    client.execute("SELECT credits.create_account('hot', 300)", &[]).unwrap();
+    let results = in_parallel(&db, move |c| charge_until_refused(c, isolation));
+    let charged: u32 = results.iter().map(|(ok, _)| ok).sum();
+    assert_eq!(charged, 300, "exactly the balance's worth of unit charges succeed");
+    assert_eq!(balance(&mut client, "hot"), dec("0"));
+    let charges: i64 = client
+        .query_one("SELECT count(*) FROM credits.ledger WHERE kind = 'charge'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(charges, 300);
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn read_committed_sessions_spend_exactly_the_balance() {
+    exact_count_under(None, "conc_rc");
+}
+
+#[test]
+fn repeatable_read_sessions_never_overdraw() {
+    exact_count_under(Some(IsolationLevel::RepeatableRead), "conc_rr");
+}
+
+#[test]
+fn serializable_sessions_never_overdraw() {
+    exact_count_under(Some(IsolationLevel::Serializable), "conc_ser");
+}
+
+#[test]
+fn racing_calls_with_one_idempotency_key_apply_once() {
+    let db = fresh_database("conc_idem");
+    let mut client = connect(&db);
+    client.execute("SELECT credits.create_account('idem', 100)", &[]).unwrap();
+    let results = in_parallel(&db, |c| {
+        let charged: rust_decimal::Decimal = c
+            .query_one("SELECT credits.charge('idem', 7, idempotency_key => 'req-42')", &[])
+            .unwrap()
+            .get(0);
+        let recharged: rust_decimal::Decimal = c
+            .query_one("SELECT credits.recharge('fresh', 5, idempotency_key => 'pay-1')", &[])
+            .unwrap()
+            .get(0);
+        (charged, recharged)
+    });
+    assert!(results.iter().all(|r| *r == (dec("93"), dec("5"))), "every caller sees the original result: {results:?}");
+    assert_eq!(balance(&mut client, "idem"), dec("93"));
+    assert_eq!(balance(&mut client, "fresh"), dec("5"));
+    let entries: i64 = client
+        .query_one("SELECT count(*) FROM credits.ledger WHERE idempotency_key IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(entries, 2);
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn a_key_whose_first_use_rolled_back_applies_on_retry() {
+    let db = fresh_database("conc_idem_rollback");
+    let mut client = connect(&db);
+    client.execute("SELECT credits.create_account('r', 10)", &[]).unwrap();
+    let mut tx = client.transaction().unwrap();
+    tx.query_one("SELECT credits.charge('r', 4, idempotency_key => 'k')", &[]).unwrap();
+    tx.rollback().unwrap();
+    let after: rust_decimal::Decimal = client
+        .query_one("SELECT credits.charge('r', 4, idempotency_key => 'k')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(after, dec("6"));
+}
