@@ -90,7 +90,9 @@ CONF
     fi
     if ! as_cluster "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
         say "starting the cluster on 127.0.0.1:$PGPORT"
-        as_cluster "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
+        # RUST_BACKTRACE makes pgrx append backtraces to error details; the server runs
+        # with it so that every test proves the JSON payload survives it.
+        as_cluster env RUST_BACKTRACE=full "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
     fi
 }
 

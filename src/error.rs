@@ -94,7 +94,7 @@ impl CreditsError {
             CreditsError::AccountExists { .. } => ("AccountExistsError", 409, 40901),
             CreditsError::IdempotencyConflict { .. } => ("IdempotencyConflictError", 409, 40902),
             CreditsError::ForbiddenWrite { .. } => ("ForbiddenWriteError", 403, 40301),
-            CreditsError::BadInput { .. } => ("InvalidInputError", 400, 40001),
+            CreditsError::BadInput { .. } => ("InvalidInputError", 400, 40000),
         }
     }
 
@@ -244,7 +244,7 @@ impl CreditsError {
                 drop(message);
                 drop(detail);
                 drop(hint);
-                errfinish(c"pg_credits".as_ptr(), 0, c"pg_credits".as_ptr());
+                errfinish(c"pg_credits/src/error.rs".as_ptr(), line!() as c_int, c"raise".as_ptr());
             }
         }
         unreachable!("errfinish returned from an ERROR")

@@ -56,6 +56,12 @@ pub fn optional_signed_amount(
     value.map(|amount| signed_amount(field, Some(amount))).transpose()
 }
 
+/// Whether a balance stays within the 20 integer digits every amount is limited to.
+pub fn fits(balance: &AnyNumeric) -> bool {
+    let limit: AnyNumeric = format!("1e{MAX_INTEGER_DIGITS}").parse().expect("a decimal literal");
+    balance.abs() < limit
+}
+
 fn check_decimal(field: &'static str, text: &str) -> Result<()> {
     match text {
         "NaN" => {

@@ -10,7 +10,7 @@
 //! the same key committed while we waited, so the key applies exactly once.
 
 use crate::accounts::{self, Account};
-use crate::error::{unwrap_or_raise, CreditsError, Result};
+use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::input;
 use crate::plans::{OwnWrite, Statement, JSONB, NUMERIC, TEXT};
 use pgrx::datum::numeric::Sign;
@@ -116,7 +116,7 @@ static APPLY_RECHARGE: Statement = Statement {
     sql: "WITH moved AS (
               UPDATE credits.accounts
                  SET balance = balance + $2, updated_at = pg_catalog.now()
-               WHERE account = $1
+               WHERE account = $1 AND balance + $2 < 1e20  -- input::MAX_INTEGER_DIGITS
            RETURNING account, balance)
           INSERT INTO credits.ledger
                  (account, amount, balance_after, kind, reason, idempotency_key, metadata)
@@ -175,20 +175,29 @@ impl Entry<'_> {
         if let Some(balance_after) = self.try_apply(client) {
             return Ok(balance_after);
         }
-        // The fast path wrote nothing: the account is missing, or (for a charge) it could
-        // not pay when we looked. Lock it so the figures we act on cannot move.
+        // The fast path wrote nothing: the account is missing, a charge could not be paid,
+        // or a recharge would overflow the balance, when we looked. Lock the account so the
+        // figures we act on cannot move.
         let account = self.lock_account(client)?;
-        if self.movement == Movement::Charge
-            && account.balance.clone() - self.amount.clone() < account.min_balance
-        {
-            return Err(CreditsError::InsufficientBalance {
-                account: self.account.to_owned(),
-                balance: account.balance,
-                min_balance: account.min_balance,
-                cost: self.amount.clone(),
-            });
+        match self.movement {
+            Movement::Charge if account.balance.clone() - self.amount.clone() < account.min_balance => {
+                return Err(CreditsError::InsufficientBalance {
+                    account: self.account.to_owned(),
+                    balance: account.balance,
+                    min_balance: account.min_balance,
+                    cost: self.amount.clone(),
+                });
+            }
+            Movement::Recharge if !input::fits(&(account.balance + self.amount.clone())) => {
+                return Err(CreditsError::bad_input(
+                    BadInput::OutOfRange,
+                    "amount",
+                    format!("would take the balance beyond {} digits", input::MAX_INTEGER_DIGITS),
+                ));
+            }
+            _ => {}
         }
-        Ok(self.try_apply(client).expect("a locked account that can pay accepts the movement"))
+        Ok(self.try_apply(client).expect("a locked account that accepts the movement"))
     }
 
     /// Locks the account row; a recharge opens a missing account, a charge refuses it.

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs what is missing, rebuilds and reinstalls the
+# extension, restarts the throwaway cluster, then runs
+#   1. the in-backend #[pg_test]s (cargo pgrx test, on a cluster of its own),
+#   2. the golden SQL files in tests/regress (pg_regress, SQL in and text out),
+#   3. the client-side tests in tests/ (real connections, SQLSTATEs, races).
+source "$(dirname "$0")/common.sh"
+install_system_packages
+install_cargo_pgrx
+
+say "1/3 in-backend tests (cargo pgrx test)"
+runas=()
+if [ "$(id -u)" = 0 ]; then
+    runas=(--runas postgres --pgdata "$(cluster_scratch)/pgrx-tests")
+fi
+(cd "$ROOT" && USER=${USER:-$(id -un)} cargo pgrx test pg15 "${runas[@]}")
+
+# cargo pgrx test installed its test build: replace it with the release build, and
+# restart the cluster so no backend keeps an old library loaded.
+install_extension
+cluster_stop
+cluster_start
+
+say "2/3 golden SQL files (pg_regress)"
+"$ROOT/scripts/regress.sh"
+
+say "3/3 client-side tests"
+(cd "$ROOT/tests" && cargo test)
