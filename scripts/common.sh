@@ -54,6 +54,23 @@ install_system_packages() {
     fi
 }
 
+# What the HTTP examples need: Node.js with npm, and a Python venv with psycopg 3.
+install_example_tools() {
+    local missing=()
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    [ -x "$ROOT/target/venv/bin/python" ] || python3 -m venv "$ROOT/target/venv"
+    "$ROOT/target/venv/bin/pip" install -q -r "$ROOT/examples/python/requirements.txt"
+    (cd "$ROOT/examples/node" && npm ci --no-audit --no-fund --silent)
+    (cd "$ROOT/examples/http-service" && cargo build --quiet)
+}
+
 install_cargo_pgrx() {
     if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION"; then
         say "installing cargo-pgrx $PGRX_VERSION (about 5 minutes)"
@@ -92,7 +109,8 @@ CONF
         say "starting the cluster on 127.0.0.1:$PGPORT"
         # RUST_BACKTRACE makes pgrx append backtraces to error details; the server runs
         # with it so that every test proves the JSON payload survives it.
-        as_cluster env RUST_BACKTRACE=full "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
+        as_cluster env RUST_BACKTRACE=full "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" \
+            -o "-p $PGPORT" -w start >/dev/null
     fi
 }
 

@@ -3,12 +3,13 @@
 # extension, restarts the throwaway cluster, then runs
 #   1. the in-backend #[pg_test]s (cargo pgrx test, on a cluster of its own),
 #   2. the golden SQL files in tests/regress (pg_regress, SQL in and text out),
-#   3. the client-side tests in tests/ (real connections, SQLSTATEs, races).
+#   3. the client-side tests in tests/ (real connections, SQLSTATEs, races),
+#   4. the HTTP examples (Rust, Python, Node.js) driven over loopback.
 source "$(dirname "$0")/common.sh"
 install_system_packages
 install_cargo_pgrx
 
-say "1/3 in-backend tests (cargo pgrx test)"
+say "1/4 in-backend tests (cargo pgrx test)"
 runas=()
 if [ "$(id -u)" = 0 ]; then
     runas=(--runas postgres --pgdata "$(cluster_scratch)/pgrx-tests")
@@ -21,8 +22,12 @@ install_extension
 cluster_stop
 cluster_start
 
-say "2/3 golden SQL files (pg_regress)"
+say "2/4 golden SQL files (pg_regress)"
 "$ROOT/scripts/regress.sh"
 
-say "3/3 client-side tests"
+say "3/4 client-side tests"
 (cd "$ROOT/tests" && cargo test)
+
+say "4/4 HTTP 402 end to end (Rust, Python and Node.js services)"
+install_example_tools
+(cd "$ROOT" && "$ROOT/target/venv/bin/pytest" -q tests/http)

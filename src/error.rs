@@ -10,12 +10,38 @@
 //! function, with every Rust value that owns memory already dropped, and never from
 //! inside `Spi::connect` (pgrx would catch it there and re-raise it as XX000).
 
-use pgrx::AnyNumeric;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{AnyNumeric, PostgresGucEnum};
 use serde_json::{json, Value};
 use std::ffi::{c_char, c_int, CString};
 
 pub const INSUFFICIENT_BALANCE_MESSAGE: &str =
     "Account balance not enough to run this query, please recharge.";
+
+/// How errors reach the client: `standard` raises each error's own SQLSTATE with the
+/// JSON payload in DETAIL; `postgrest` raises SQLSTATE PGRST, PostgREST's documented form
+/// for a response chosen by the database (the message is the JSON body, the detail the
+/// HTTP status and headers).
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ErrorStyle {
+    #[name = c"standard"]
+    Standard,
+    #[name = c"postgrest"]
+    Postgrest,
+}
+
+pub static ERROR_STYLE: GucSetting<ErrorStyle> = GucSetting::<ErrorStyle>::new(ErrorStyle::Standard);
+
+pub fn register_settings() {
+    GucRegistry::define_enum_guc(
+        c"credits.error_style",
+        c"How pg_credits raises errors: standard (SQLSTATE PT402 …) or postgrest (SQLSTATE PGRST).",
+        c"postgrest makes PostgREST answer with the HTTP status, headers and JSON body pg_credits chooses.",
+        &ERROR_STYLE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
 
 /// Which rule a bad argument broke; each maps to one standard SQLSTATE of class 22.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,14 +246,44 @@ impl CreditsError {
         }
     }
 
+    /// Headers a client can act on, for the PostgREST style.
+    fn headers(&self) -> Value {
+        match self {
+            CreditsError::InsufficientBalance { balance, cost, .. } => json!({
+                "X-Credits-Balance": balance.to_string(),
+                "X-Credits-Required": cost.to_string(),
+            }),
+            _ => json!({}),
+        }
+    }
+
+    /// SQLSTATE, MESSAGE and DETAIL in the style the session asked for.
+    fn report(&self) -> (&'static str, String, String) {
+        match ERROR_STYLE.get() {
+            ErrorStyle::Standard => (self.sqlstate(), self.message(), self.detail().to_string()),
+            ErrorStyle::Postgrest => {
+                let (_, status, _) = self.identity();
+                let body = json!({
+                    "code": self.sqlstate(),
+                    "message": self.message(),
+                    "details": self.detail().to_string(),
+                    "hint": self.hint(),
+                });
+                let response = json!({ "status": status, "headers": self.headers() });
+                ("PGRST", body.to_string(), response.to_string())
+            }
+        }
+    }
+
     /// Raises this error in PostgreSQL and does not return.
     ///
     /// Call it only as the last act of a top-level SQL-callable function (see the module
     /// docs): it drops every Rust-owned value it built before `errfinish` longjmps.
     pub fn raise(self) -> ! {
-        let sqlstate = make_sqlstate(self.sqlstate());
-        let message = c_string(self.message());
-        let detail = c_string(self.detail().to_string());
+        let (sqlstate, message, detail) = self.report();
+        let sqlstate = make_sqlstate(sqlstate);
+        let message = c_string(message);
+        let detail = c_string(detail);
         let hint = self.hint().map(c_string);
         drop(self);
         // SAFETY: errstart/errcode/errmsg/errdetail/errhint copy their arguments into

@@ -24,6 +24,11 @@ mod tests;
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    error::register_settings();
+}
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.
