@@ -300,7 +300,8 @@ impl CreditsError {
                 drop(message);
                 drop(detail);
                 drop(hint);
-                errfinish(c"pg_credits/src/error.rs".as_ptr(), line!() as c_int, c"raise".as_ptr());
+                // A constant location keeps verbose error output stable across edits of this file.
+                errfinish(c"pg_credits".as_ptr(), 0, c"raise".as_ptr());
             }
         }
         unreachable!("errfinish returned from an ERROR")
