@@ -2,7 +2,8 @@
 # Runs the whole test suite: installs what is missing, rebuilds and reinstalls the
 # extension, restarts the throwaway cluster, then runs
 #   1. the in-backend #[pg_test]s (cargo pgrx test, on a cluster of its own),
-#   2. the golden SQL files in tests/regress (pg_regress, SQL in and text out),
+#   2. the golden SQL files in tests/regress (pg_regress, SQL in and text out) and the
+#      isolation specs in tests/isolation (pg_isolation_regress: races, step by step),
 #   3. the client-side tests in tests/ (real connections, SQLSTATEs, races),
 #   4. the HTTP examples (Rust, Python, Node.js) driven over loopback.
 source "$(dirname "$0")/common.sh"
@@ -22,8 +23,9 @@ install_extension
 cluster_stop
 cluster_start
 
-say "2/4 golden SQL files (pg_regress)"
+say "2/4 golden SQL files (pg_regress) and isolation specs (pg_isolation_regress)"
 "$ROOT/scripts/regress.sh"
+"$ROOT/scripts/isolation.sh"
 
 say "3/4 client-side tests"
 (cd "$ROOT/tests" && cargo test)
