@@ -63,3 +63,49 @@ fn application_and_billing_roles_get_exactly_their_grants() {
     assert_eq!(balance(&mut client, "s"), dec("14"));
     assert_ledger_invariant(&mut client);
 }
+
+#[test]
+fn a_hostile_schema_first_in_search_path_changes_nothing() {
+    let db = fresh_database("security_search_path");
+    let mut client = connect(&db);
+    client
+        .batch_execute(
+            "CREATE SCHEMA evil;
+             CREATE TABLE evil.calls (what text);
+             CREATE TABLE evil.accounts (account text, balance numeric, min_balance numeric);
+             CREATE TABLE evil.ledger (account text, amount numeric);
+             CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS
+                 $$ INSERT INTO evil.calls VALUES ('now') RETURNING '2000-01-01'::timestamptz $$;
+             CREATE FUNCTION evil.minus(numeric, numeric) RETURNS numeric LANGUAGE sql AS
+                 $$ INSERT INTO evil.calls VALUES ('-') RETURNING 1000000::numeric $$;
+             CREATE FUNCTION evil.at_least(numeric, numeric) RETURNS boolean LANGUAGE sql AS
+                 $$ INSERT INTO evil.calls VALUES ('>=') RETURNING true $$;
+             CREATE FUNCTION evil.pg_notify(text, text) RETURNS void LANGUAGE sql AS
+                 $$ INSERT INTO evil.calls VALUES ('pg_notify') $$;
+             CREATE OPERATOR evil.- (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = evil.minus);
+             CREATE OPERATOR evil.>= (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = evil.at_least);
+             SET search_path = evil, public, pg_catalog;",
+        )
+        .unwrap();
+    client.execute("SELECT credits.create_account('victim', 5, low_balance_threshold => 3)", &[]).unwrap();
+    client.execute("SELECT credits.charge('victim', 3)", &[]).unwrap();
+    let error = db_error(client.query_one("SELECT credits.charge('victim', 3)", &[]));
+    assert_eq!(error.code().code(), "PT402");
+    client.execute("SELECT credits.recharge('victim', 1, idempotency_key => 'k')", &[]).unwrap();
+    client.execute("SELECT credits.set_limits('victim', -1)", &[]).unwrap();
+    // Raw SQL is the caller's own: literals, so that only the triggers' SQL is under test.
+    client.execute("UPDATE credits.accounts SET balance = 2 WHERE account = 'victim'", &[]).unwrap();
+    assert_eq!(db_error(client.execute("UPDATE credits.accounts SET balance = -2", &[])).code().code(), "PT402");
+    let can: bool = client.query_one("SELECT credits.can_afford('victim', 3)", &[]).unwrap().get(0);
+    assert!(can, "balance 2 with floor -1 affords 3");
+    assert_eq!(balance(&mut client, "victim"), dec("2"));
+
+    let calls: i64 = client.query_one("SELECT count(*) FROM evil.calls", &[]).unwrap().get(0);
+    let shadow: i64 = client
+        .query_one("SELECT (SELECT count(*) FROM evil.accounts) + (SELECT count(*) FROM evil.ledger)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!((calls, shadow), (0, 0), "no hostile function ran and no hostile table was written");
+    client.batch_execute("RESET search_path").unwrap();
+    assert_ledger_invariant(&mut client);
+}
