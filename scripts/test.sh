@@ -27,8 +27,11 @@ say "2/4 golden SQL files (pg_regress) and isolation specs (pg_isolation_regress
 "$ROOT/scripts/regress.sh"
 "$ROOT/scripts/isolation.sh"
 
-say "3/4 client-side tests"
-(cd "$ROOT/tests" && cargo test)
+say "3/4 client-side tests, then the crash test alone (it kills the cluster)"
+(cd "$ROOT/tests" && cargo test -- --skip postmaster_kills)
+(cd "$ROOT/tests" && PG_CREDITS_DATA="$(cluster_dir)" PG_CREDITS_START="$ROOT/scripts/cluster.sh start" \
+    cargo test --test crash -- --nocapture)
+cluster_start
 
 say "4/4 HTTP 402 end to end (Rust, Python and Node.js services)"
 install_example_tools

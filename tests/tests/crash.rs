@@ -1,0 +1,251 @@
+//! Bank-style crash test: concurrent clients move credits while the postmaster is killed
+//! with SIGKILL and restarted. After the last recovery every acknowledged operation is in
+//! the ledger exactly once, no refused one is, every operation in flight at a kill is
+//! settled exactly once by a retry with its idempotency key, and for every account
+//! balance = sum(ledger) >= min_balance.
+//!
+//! It kills the cluster it runs on, so scripts/test.sh runs it alone: it needs
+//! PG_CREDITS_DATA (the data directory) and PG_CREDITS_START (a command that starts the
+//! cluster). CRASH_KILLS and CRASH_SECONDS_BETWEEN size the run (3 kills, 4 s by default;
+//! scripts/crash-test.sh runs a longer one).
+
+use pg_credits_client_tests::*;
+use postgres::Client;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const WORKERS: usize = 16;
+const ACCOUNTS: u64 = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Settled {
+    /// The call returned its result: it committed.
+    Committed,
+    /// The server refused it (PT402 …): it must have left nothing.
+    Refused,
+}
+
+/// One keyed operation and how it ended, as the client saw it.
+struct Operation {
+    account: String,
+    key: String,
+    settled: Settled,
+    /// A connection was lost while it ran; a retry with the same key settled it.
+    was_in_flight: bool,
+}
+
+#[derive(Default)]
+struct Report {
+    operations: Vec<Operation>,
+    replays: usize,
+    rolled_back_keys: Vec<(String, String)>,
+}
+
+/// A refusal by pg_credits itself; any other error (a lost connection, a FATAL from a
+/// dying server, recovery in progress) leaves the call's outcome unknown.
+fn is_refusal(error: &postgres::Error) -> bool {
+    error.code().is_some_and(|c| c.code().starts_with("PT") || c.code().starts_with("22"))
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn reconnect(db: &str, stop: &AtomicBool) -> Option<Client> {
+    loop {
+        if let Ok(client) = config(db).connect_timeout(Duration::from_secs(2)).connect(postgres::NoTls) {
+            return Some(client);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn worker(id: usize, db: String, stop: Arc<AtomicBool>) -> Report {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1));
+    let mut report = Report::default();
+    let mut client = reconnect(&db, &stop).expect("the cluster is up at start");
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let account = format!("bank-{}", rng.next() % ACCOUNTS);
+        // Never zero: a zero amount writes no entry by design, so it has no key to check.
+        let amount = format!("{}.{:02}", rng.next() % 15, 1 + rng.next() % 99);
+        let key = format!("w{id}-{n}");
+        match rng.next() % 10 {
+            // A charge inside a savepoint that is rolled back, then one that commits.
+            1 => {
+                let outcome = (|| -> Result<(), postgres::Error> {
+                    let mut tx = client.transaction()?;
+                    let mut sp = tx.savepoint("undone")?;
+                    let _ = sp.query_one("SELECT credits.charge($1, 0.01, 'undone', $2)", &[&account, &format!("{key}-undone")]);
+                    sp.rollback()?;
+                    tx.commit()
+                })();
+                if outcome.is_ok() {
+                    report.rolled_back_keys.push((account, format!("{key}-undone")));
+                } else if outcome.as_ref().is_err_and(|e| !is_refusal(e)) {
+                    client = match reconnect(&db, &stop) { Some(c) => c, None => break };
+                }
+                continue;
+            }
+            // A direct adjustment through raw SQL: the guard records it.
+            2 => {
+                let result = client.execute(
+                    "UPDATE credits.accounts SET balance = balance + 1 WHERE account = $1", &[&account]);
+                if result.as_ref().is_err_and(|e| !is_refusal(e)) {
+                    client = match reconnect(&db, &stop) { Some(c) => c, None => break };
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let (function, key) = if rng.next() % 3 == 0 { ("recharge", format!("{key}-r")) } else { ("charge", key) };
+        let sql = format!("SELECT credits.{function}($1, $2::text::numeric, 'crash test', $3)");
+        let mut was_in_flight = false;
+        let settled = loop {
+            match client.query_one(sql.as_str(), &[&account, &amount, &key]) {
+                Ok(_) => break Settled::Committed,
+                Err(e) if is_refusal(&e) => break Settled::Refused,
+                Err(_) => {
+                    // Lost mid-call: the outcome is unknown until the key settles it.
+                    was_in_flight = true;
+                    client = match reconnect(&db, &stop) { Some(c) => c, None => return report };
+                }
+            }
+        };
+        // Retrying an acknowledged operation with its key returns without applying it.
+        if settled == Settled::Committed && rng.next() % 4 == 0 {
+            if client.query_one(sql.as_str(), &[&account, &amount, &key]).is_ok() {
+                report.replays += 1;
+            }
+        }
+        report.operations.push(Operation { account, key, settled, was_in_flight });
+    }
+    report
+}
+
+fn kill_postmaster(data: &str) {
+    let pid_file = std::fs::read_to_string(format!("{data}/postmaster.pid")).expect("postmaster.pid");
+    let pid = pid_file.lines().next().expect("pid line").trim().to_string();
+    let status = std::process::Command::new("kill").args(["-KILL", &pid]).status().expect("kill");
+    assert!(status.success(), "SIGKILL postmaster {pid}");
+}
+
+/// Starts the cluster again and waits until it accepts connections; orphaned backends
+/// keep the old shared memory until they notice the postmaster is gone, so retry.
+fn restart_cluster(start: &str, db: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let _ = std::process::Command::new("bash").args(["-c", start]).status();
+        if config(db).connect_timeout(Duration::from_secs(2)).connect(postgres::NoTls).is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not restart");
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn bank_survives_postmaster_kills() {
+    let (Ok(data), Ok(start)) = (std::env::var("PG_CREDITS_DATA"), std::env::var("PG_CREDITS_START")) else {
+        panic!("PG_CREDITS_DATA and PG_CREDITS_START are required: run it through scripts/test.sh");
+    };
+    let kills = env_number("CRASH_KILLS", 3);
+    let between = Duration::from_secs(env_number("CRASH_SECONDS_BETWEEN", 4));
+    let db = fresh_database("crash");
+    let mut setup = connect(&db);
+    setup
+        .execute(
+            &format!("SELECT credits.create_account('bank-' || i, 100, min_balance => (i % 3) * -10)
+                        FROM generate_series(0, {}) i", ACCOUNTS - 1),
+            &[],
+        )
+        .unwrap();
+    drop(setup);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|id| {
+            let (db, stop) = (db.clone(), stop.clone());
+            thread::spawn(move || worker(id, db, stop))
+        })
+        .collect();
+    for _ in 0..kills {
+        thread::sleep(between);
+        kill_postmaster(&data);
+        restart_cluster(&start, &db);
+    }
+    thread::sleep(between);
+    stop.store(true, Ordering::Relaxed);
+    let reports: Vec<Report> = workers.into_iter().map(|w| w.join().expect("worker")).collect();
+
+    let mut client = connect(&db);
+    let counts: HashMap<(String, String), i64> = client
+        .query("SELECT account, idempotency_key, count(*) FROM credits.ledger
+                 WHERE idempotency_key IS NOT NULL GROUP BY 1, 2", &[])
+        .unwrap()
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    let count = |account: &str, key: &str| *counts.get(&(account.to_string(), key.to_string())).unwrap_or(&0);
+    let mut violations = Vec::new();
+    let (mut committed, mut refused, mut in_flight, mut replays, mut undone) = (0, 0, 0, 0, 0);
+    for report in &reports {
+        replays += report.replays;
+        for op in &report.operations {
+            let expected = if op.settled == Settled::Committed { 1 } else { 0 };
+            match op.settled {
+                Settled::Committed => committed += 1,
+                Settled::Refused => refused += 1,
+            }
+            in_flight += op.was_in_flight as usize;
+            if count(&op.account, &op.key) != expected {
+                violations.push(format!("{} {} {:?}: {} entries", op.account, op.key, op.settled, count(&op.account, &op.key)));
+            }
+        }
+        for (account, key) in &report.rolled_back_keys {
+            undone += 1;
+            if count(account, key) != 0 {
+                violations.push(format!("{account} {key}: a rolled-back savepoint left an entry"));
+            }
+        }
+    }
+    let broken: i64 = client
+        .query_one(
+            "SELECT count(*) FROM credits.accounts a
+              WHERE a.balance <> (SELECT coalesce(sum(amount), 0) FROM credits.ledger l WHERE l.account = a.account)
+                 OR a.balance < a.min_balance",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if broken > 0 {
+        violations.push(format!("{broken} accounts break balance = sum(ledger) >= min_balance"));
+    }
+    client.query_one("SELECT credits.recharge('bank-0', 1)", &[]).expect("the server accepts new work");
+    eprintln!(
+        "crash test: {} operations ({committed} committed, {refused} refused, {in_flight} in flight at a kill \
+         and settled by retry), {replays} replays, {undone} savepoints rolled back, {kills} crashes survived, \
+         {} violations",
+        committed + refused,
+        violations.len()
+    );
+    assert!(violations.is_empty(), "violations: {violations:#?}");
+    assert!(committed > 100 && refused > 0, "the workload ran: {committed} committed, {refused} refused");
+}
