@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PGRX_HOME="$ROOT/pgrx-config"
 export PATH="$HOME/.cargo/bin:$PATH"
-PG_BIN=/usr/lib/postgresql/15/bin
+export PG_BIN=/usr/lib/postgresql/15/bin
 PG_CONFIG=$PG_BIN/pg_config
 PGRX_VERSION=0.18.0
 export PGPORT=${PG_CREDITS_PORT:-28815}

@@ -24,6 +24,7 @@ cluster_stop
 cluster_start
 
 say "2/4 golden SQL files (pg_regress) and isolation specs (pg_isolation_regress)"
+"$ROOT/scripts/check-sql.sh"
 "$ROOT/scripts/regress.sh"
 "$ROOT/scripts/isolation.sh"
 

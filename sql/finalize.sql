@@ -12,10 +12,11 @@ CREATE TRIGGER guard_update
           OR NEW.account IS DISTINCT FROM OLD.account)
     EXECUTE FUNCTION @extschema@.guard_accounts();
 
-CREATE TRIGGER record_opening_adjustment
+CREATE CONSTRAINT TRIGGER reconcile_inserted_account
     AFTER INSERT ON @extschema@.accounts
+    DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW WHEN (NEW.balance <> 0)
-    EXECUTE FUNCTION @extschema@.record_opening_adjustment();
+    EXECUTE FUNCTION @extschema@.reconcile_inserted_account();
 
 CREATE TRIGGER refuse_delete_with_balance
     BEFORE DELETE ON @extschema@.accounts
@@ -45,9 +46,15 @@ CREATE TRIGGER refuse_truncate
 -- Trigger functions write the ledger for whoever made the direct write, so they run as
 -- the extension's owner, with a pinned search_path like every other function.
 ALTER FUNCTION @extschema@.guard_accounts() SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
-ALTER FUNCTION @extschema@.record_opening_adjustment() SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
+ALTER FUNCTION @extschema@.reconcile_inserted_account() SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
 ALTER FUNCTION @extschema@.refuse_write() SET search_path = pg_catalog, @extschema@, pg_temp;
 ALTER FUNCTION @extschema@.notify_low_balance() SET search_path = pg_catalog, @extschema@, pg_temp;
+
+-- pg_dump keeps the rows of both tables and the ledger's id sequence. Restore with
+-- pg_restore --single-transaction (or psql -1): see "Backup and restore" in the README.
+SELECT pg_catalog.pg_extension_config_dump('credits.accounts'::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('credits.ledger'::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('credits.ledger_id_seq'::pg_catalog.regclass, '');
 
 -- Nothing is usable until granted: see "Roles and grants" in the README.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;

@@ -85,17 +85,24 @@ static OPEN_EMPTY: Statement = Statement {
     args: &[TEXT],
 };
 
+/// Opens at balance 0: the initial balance then moves in with its ledger entry, like any
+/// other movement, so nothing is left for the INSERT reconciliation to record.
 static OPEN: Statement = Statement {
     sql: "INSERT INTO credits.accounts
                  (account, balance, min_balance, low_balance_threshold, metadata)
-          VALUES ($1, $2, $3, $4, $5)
+          VALUES ($1, 0, $2, $3, $4)
           ON CONFLICT (account) DO NOTHING RETURNING balance",
-    args: &[TEXT, NUMERIC, NUMERIC, NUMERIC, JSONB],
+    args: &[TEXT, NUMERIC, NUMERIC, JSONB],
 };
 
 static OPENING_ENTRY: Statement = Statement {
-    sql: "INSERT INTO credits.ledger (account, amount, balance_after, kind, reason)
-          VALUES ($1, $2, $2, 'opening', 'initial balance') RETURNING id",
+    sql: "WITH moved AS (
+              UPDATE credits.accounts SET balance = balance + $2
+               WHERE account = $1
+           RETURNING account, balance)
+          INSERT INTO credits.ledger (account, amount, balance_after, kind, reason)
+          SELECT account, $2, balance, 'opening', 'initial balance' FROM moved
+          RETURNING balance_after",
     args: &[TEXT, NUMERIC],
 };
 
@@ -155,21 +162,17 @@ fn open(
         let _own = OwnWrite::begin(account);
         let opened: Option<AnyNumeric> = OPEN.first_value(
             client,
-            &[
-                account.into(),
-                initial.clone().into(),
-                min_balance.into(),
-                low_balance_threshold.into(),
-                metadata.into(),
-            ],
+            &[account.into(), min_balance.into(), low_balance_threshold.into(), metadata.into()],
         );
         let Some(balance) = opened else {
             return Err(CreditsError::AccountExists { account: account.to_owned() });
         };
-        if initial.sign() != Sign::Zero {
-            OPENING_ENTRY.first_row(client, &[account.into(), initial.into()]);
+        if initial.sign() == Sign::Zero {
+            return Ok(balance);
         }
-        Ok(balance)
+        Ok(OPENING_ENTRY
+            .first_value(client, &[account.into(), initial.into()])
+            .expect("the account was just opened"))
     })
 }
 

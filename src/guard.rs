@@ -5,8 +5,9 @@
 //!
 //! Direct balance changes are recorded as `adjustment` entries: for an UPDATE from the
 //! BEFORE trigger (it runs after PostgreSQL has locked the latest row version, so OLD is
-//! the balance being replaced), for an INSERT from an AFTER trigger, so that an
-//! `INSERT … ON CONFLICT DO UPDATE` that did not insert records nothing twice.
+//! the balance being replaced), for an INSERT at commit, as the difference between the
+//! balance and the account's ledger (so an `INSERT … ON CONFLICT DO UPDATE` that did not
+//! insert records nothing twice, and a restore of both tables records nothing at all).
 
 use crate::error::{self, CreditsError};
 use crate::plans::{is_own_write, Statement, NUMERIC, TEXT};
@@ -26,17 +27,19 @@ fn guard_accounts<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<Trigger
     }
 }
 
-/// AFTER INSERT of credits.accounts with a non-zero balance.
+/// Deferred to COMMIT after an INSERT of credits.accounts with a non-zero balance:
+/// records `balance - sum(ledger)` for the account as an adjustment. Deferred so that a
+/// restore, which loads the accounts before their ledger, finds them equal and records
+/// nothing; an ordinary INSERT gets its adjustment at commit.
 #[pg_trigger]
-fn record_opening_adjustment<'a>(
+fn reconcile_inserted_account<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> std::result::Result<TriggerRow<'a>, Infallible> {
     let new = trigger.new().expect("an AFTER INSERT row trigger has NEW");
     let account: String = column(&new, "account");
-    if !is_own_write(&account) {
-        let balance: AnyNumeric = column(&new, "balance");
-        record_adjustment(&account, balance.clone(), balance);
-    }
+    Spi::connect_mut(|client| {
+        RECONCILE.first_row(client, &[account.as_str().into()]);
+    });
     Ok(None)
 }
 
@@ -54,6 +57,20 @@ fn refuse_write<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRo
     };
     CreditsError::ForbiddenWrite { message }.raise()
 }
+
+static RECONCILE: Statement = Statement {
+    sql: "WITH account AS (
+              SELECT account, balance FROM credits.accounts WHERE account = $1 FOR UPDATE),
+          gap AS (
+              SELECT account, balance, balance - coalesce(
+                         (SELECT sum(l.amount) FROM credits.ledger l WHERE l.account = $1), 0) AS amount
+                FROM account)
+          INSERT INTO credits.ledger (account, amount, balance_after, kind, reason)
+          SELECT account, amount, balance, 'adjustment', 'direct insert into credits.accounts'
+            FROM gap WHERE amount <> 0
+          RETURNING id",
+    args: &[TEXT],
+};
 
 static ADJUSTMENT: Statement = Statement {
     sql: "INSERT INTO credits.ledger (account, amount, balance_after, kind, reason)
