@@ -30,6 +30,11 @@ say "2/4 golden SQL files (pg_regress) and isolation specs (pg_isolation_regress
 
 say "3/4 client-side tests, then the crash test alone (it kills the cluster)"
 (cd "$ROOT/tests" && cargo test -- --skip postmaster_kills)
+# The fuzz test above must not have crashed a backend: PostgreSQL logs every one.
+if grep -E "terminated by signal|was terminated by exception" "$(cluster_dir)/server.log"; then
+    echo "a backend crashed during the tests (see $(cluster_dir)/server.log)" >&2
+    exit 1
+fi
 (cd "$ROOT/tests" && PG_CREDITS_DATA="$(cluster_dir)" PG_CREDITS_START="$ROOT/scripts/cluster.sh start" \
     cargo test --test crash -- --nocapture)
 cluster_start

@@ -1,4 +1,5 @@
--- Triggers and privileges, created after the functions they use.
+-- Triggers and privileges, created after the functions they use. Operators are
+-- schema-qualified so that nothing in a search_path can stand in for them.
 
 CREATE TRIGGER guard_insert
     BEFORE INSERT ON @extschema@.accounts
@@ -7,20 +8,20 @@ CREATE TRIGGER guard_insert
 CREATE TRIGGER guard_update
     BEFORE UPDATE ON @extschema@.accounts
     FOR EACH ROW
-    WHEN (NEW.balance IS DISTINCT FROM OLD.balance
-          OR NEW.min_balance IS DISTINCT FROM OLD.min_balance
-          OR NEW.account IS DISTINCT FROM OLD.account)
+    WHEN (NEW.balance OPERATOR(pg_catalog.<>) OLD.balance
+          OR NEW.min_balance OPERATOR(pg_catalog.<>) OLD.min_balance
+          OR NEW.account OPERATOR(pg_catalog.<>) OLD.account)
     EXECUTE FUNCTION @extschema@.guard_accounts();
 
 CREATE CONSTRAINT TRIGGER reconcile_inserted_account
     AFTER INSERT ON @extschema@.accounts
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW WHEN (NEW.balance <> 0)
+    FOR EACH ROW WHEN (NEW.balance OPERATOR(pg_catalog.<>) 0)
     EXECUTE FUNCTION @extschema@.reconcile_inserted_account();
 
 CREATE TRIGGER refuse_delete_with_balance
     BEFORE DELETE ON @extschema@.accounts
-    FOR EACH ROW WHEN (OLD.balance <> 0)
+    FOR EACH ROW WHEN (OLD.balance OPERATOR(pg_catalog.<>) 0)
     EXECUTE FUNCTION @extschema@.refuse_write();
 
 CREATE TRIGGER refuse_truncate
@@ -31,8 +32,8 @@ CREATE TRIGGER notify_low_balance
     AFTER UPDATE ON @extschema@.accounts
     FOR EACH ROW
     WHEN (NEW.low_balance_threshold IS NOT NULL
-          AND OLD.balance >= NEW.low_balance_threshold
-          AND NEW.balance < NEW.low_balance_threshold)
+          AND OLD.balance OPERATOR(pg_catalog.>=) NEW.low_balance_threshold
+          AND NEW.balance OPERATOR(pg_catalog.<) NEW.low_balance_threshold)
     EXECUTE FUNCTION @extschema@.notify_low_balance();
 
 CREATE TRIGGER append_only

@@ -10,13 +10,21 @@ CREATE TABLE @extschema@.accounts (
     created_at            timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at            timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT accounts_pkey PRIMARY KEY (account),
-    CONSTRAINT account_id_valid
-        CHECK (length(account) BETWEEN 1 AND 256 AND account !~ '[[:cntrl:]]'),
-    CONSTRAINT balance_finite CHECK (balance > '-Infinity' AND balance < 'Infinity'),
-    CONSTRAINT min_balance_finite CHECK (min_balance > '-Infinity' AND min_balance < 'Infinity'),
+    CONSTRAINT account_id_valid CHECK (
+        pg_catalog.length(account) OPERATOR(pg_catalog.>=) 1
+        AND pg_catalog.length(account) OPERATOR(pg_catalog.<=) 256
+        AND account OPERATOR(pg_catalog.!~) '[[:cntrl:]]'),
+    CONSTRAINT balance_finite CHECK (
+        balance OPERATOR(pg_catalog.>) '-Infinity'::pg_catalog.numeric
+        AND balance OPERATOR(pg_catalog.<) 'Infinity'::pg_catalog.numeric),
+    CONSTRAINT min_balance_finite CHECK (
+        min_balance OPERATOR(pg_catalog.>) '-Infinity'::pg_catalog.numeric
+        AND min_balance OPERATOR(pg_catalog.<) 'Infinity'::pg_catalog.numeric),
     CONSTRAINT low_balance_threshold_finite CHECK (
-        low_balance_threshold > '-Infinity' AND low_balance_threshold < 'Infinity'),
-    CONSTRAINT metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
+        low_balance_threshold OPERATOR(pg_catalog.>) '-Infinity'::pg_catalog.numeric
+        AND low_balance_threshold OPERATOR(pg_catalog.<) 'Infinity'::pg_catalog.numeric),
+    CONSTRAINT metadata_is_object CHECK (
+        pg_catalog.jsonb_typeof(metadata) OPERATOR(pg_catalog.=) 'object')
 );
 
 COMMENT ON TABLE @extschema@.accounts IS
@@ -35,7 +43,8 @@ CREATE TABLE @extschema@.ledger (
     txid            xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     CONSTRAINT ledger_pkey PRIMARY KEY (account, id),
     CONSTRAINT ledger_idempotency_key UNIQUE (account, idempotency_key),
-    CONSTRAINT ledger_kind CHECK (kind IN ('charge', 'recharge', 'adjustment', 'opening'))
+    CONSTRAINT ledger_kind CHECK (
+        kind OPERATOR(pg_catalog.=) ANY (ARRAY['charge', 'recharge', 'adjustment', 'opening']))
 );
 
 COMMENT ON TABLE @extschema@.ledger IS

@@ -21,13 +21,21 @@ CREATE TABLE @extschema@.accounts (
     created_at            timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at            timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT accounts_pkey PRIMARY KEY (account),
-    CONSTRAINT account_id_valid
-        CHECK (length(account) BETWEEN 1 AND 256 AND account !~ '[[:cntrl:]]'),
-    CONSTRAINT balance_finite CHECK (balance > '-Infinity' AND balance < 'Infinity'),
-    CONSTRAINT min_balance_finite CHECK (min_balance > '-Infinity' AND min_balance < 'Infinity'),
+    CONSTRAINT account_id_valid CHECK (
+        pg_catalog.length(account) OPERATOR(pg_catalog.>=) 1
+        AND pg_catalog.length(account) OPERATOR(pg_catalog.<=) 256
+        AND account OPERATOR(pg_catalog.!~) '[[:cntrl:]]'),
+    CONSTRAINT balance_finite CHECK (
+        balance OPERATOR(pg_catalog.>) '-Infinity'::pg_catalog.numeric
+        AND balance OPERATOR(pg_catalog.<) 'Infinity'::pg_catalog.numeric),
+    CONSTRAINT min_balance_finite CHECK (
+        min_balance OPERATOR(pg_catalog.>) '-Infinity'::pg_catalog.numeric
+        AND min_balance OPERATOR(pg_catalog.<) 'Infinity'::pg_catalog.numeric),
     CONSTRAINT low_balance_threshold_finite CHECK (
-        low_balance_threshold > '-Infinity' AND low_balance_threshold < 'Infinity'),
-    CONSTRAINT metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
+        low_balance_threshold OPERATOR(pg_catalog.>) '-Infinity'::pg_catalog.numeric
+        AND low_balance_threshold OPERATOR(pg_catalog.<) 'Infinity'::pg_catalog.numeric),
+    CONSTRAINT metadata_is_object CHECK (
+        pg_catalog.jsonb_typeof(metadata) OPERATOR(pg_catalog.=) 'object')
 );
 
 COMMENT ON TABLE @extschema@.accounts IS
@@ -46,7 +54,8 @@ CREATE TABLE @extschema@.ledger (
     txid            xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     CONSTRAINT ledger_pkey PRIMARY KEY (account, id),
     CONSTRAINT ledger_idempotency_key UNIQUE (account, idempotency_key),
-    CONSTRAINT ledger_kind CHECK (kind IN ('charge', 'recharge', 'adjustment', 'opening'))
+    CONSTRAINT ledger_kind CHECK (
+        kind OPERATOR(pg_catalog.=) ANY (ARRAY['charge', 'recharge', 'adjustment', 'opening']))
 );
 
 COMMENT ON TABLE @extschema@.ledger IS
@@ -192,7 +201,8 @@ CREATE FUNCTION "refuse_write"()
 /* <begin connected objects> */
 -- src/lib.rs:32
 -- finalize
--- Triggers and privileges, created after the functions they use.
+-- Triggers and privileges, created after the functions they use. Operators are
+-- schema-qualified so that nothing in a search_path can stand in for them.
 
 CREATE TRIGGER guard_insert
     BEFORE INSERT ON @extschema@.accounts
@@ -201,20 +211,20 @@ CREATE TRIGGER guard_insert
 CREATE TRIGGER guard_update
     BEFORE UPDATE ON @extschema@.accounts
     FOR EACH ROW
-    WHEN (NEW.balance IS DISTINCT FROM OLD.balance
-          OR NEW.min_balance IS DISTINCT FROM OLD.min_balance
-          OR NEW.account IS DISTINCT FROM OLD.account)
+    WHEN (NEW.balance OPERATOR(pg_catalog.<>) OLD.balance
+          OR NEW.min_balance OPERATOR(pg_catalog.<>) OLD.min_balance
+          OR NEW.account OPERATOR(pg_catalog.<>) OLD.account)
     EXECUTE FUNCTION @extschema@.guard_accounts();
 
 CREATE CONSTRAINT TRIGGER reconcile_inserted_account
     AFTER INSERT ON @extschema@.accounts
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW WHEN (NEW.balance <> 0)
+    FOR EACH ROW WHEN (NEW.balance OPERATOR(pg_catalog.<>) 0)
     EXECUTE FUNCTION @extschema@.reconcile_inserted_account();
 
 CREATE TRIGGER refuse_delete_with_balance
     BEFORE DELETE ON @extschema@.accounts
-    FOR EACH ROW WHEN (OLD.balance <> 0)
+    FOR EACH ROW WHEN (OLD.balance OPERATOR(pg_catalog.<>) 0)
     EXECUTE FUNCTION @extschema@.refuse_write();
 
 CREATE TRIGGER refuse_truncate
@@ -225,8 +235,8 @@ CREATE TRIGGER notify_low_balance
     AFTER UPDATE ON @extschema@.accounts
     FOR EACH ROW
     WHEN (NEW.low_balance_threshold IS NOT NULL
-          AND OLD.balance >= NEW.low_balance_threshold
-          AND NEW.balance < NEW.low_balance_threshold)
+          AND OLD.balance OPERATOR(pg_catalog.>=) NEW.low_balance_threshold
+          AND NEW.balance OPERATOR(pg_catalog.<) NEW.low_balance_threshold)
     EXECUTE FUNCTION @extschema@.notify_low_balance();
 
 CREATE TRIGGER append_only
