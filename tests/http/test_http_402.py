@@ -128,3 +128,57 @@ def test_missing_account_is_404_and_bad_input_is_400(service):
     assert (status, body["error_code"], body["error_name"], body["account"]) == (404, 404, "AccountNotFoundError", f"{name}-ghost")
     status, _, body = call(base, "POST", f"/v1/accounts/{name}-x/recharge", {"amount": "-1"})
     assert (status, body["error_code"], body["error_name"], body["field"]) == (400, 400, "InvalidInputError", "amount")
+
+
+def test_rust_service_retries_serialization_failures():
+    """Under SERIALIZABLE, concurrent charges of one account fail with 40001; the Rust
+    service retries them, so callers see 200 (or, when retries run out, 503) and every
+    200 is exactly one charge."""
+    database = "t_http_serializable"
+    with psycopg.connect(dbname="postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {database} TEMPLATE template0")
+        admin.execute(f"ALTER DATABASE {database} SET default_transaction_isolation = 'serializable'")
+    with psycopg.connect(dbname=database, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_credits")
+        conn.execute("SELECT credits.create_account('busy', 1000)")
+        rollbacks_before = conn.execute(
+            "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+    port = 8405
+    env = {**os.environ, "PGDATABASE": database, "LISTEN": f"127.0.0.1:{port}"}
+    process = subprocess.Popen(SERVICES["rust"][0], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                call(base, "POST", "/v1/nothing")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "rust service did not start"
+                time.sleep(0.2)
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda _: call(base, "POST", "/v1/search", headers={"X-Account": "busy"}), range(200)))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {200, 503}, statuses
+    assert all(headers["Retry-After"] == "1" for status, headers, _ in results if status == 503)
+    assert statuses.count(200) >= 180, f"retries absorb most conflicts: {statuses.count(503)} gave up"
+    with psycopg.connect(dbname=database, autocommit=True) as conn:
+        charges, balance = conn.execute(
+            "SELECT count(*), (SELECT balance FROM credits.accounts WHERE account = 'busy')::text "
+            "FROM credits.ledger WHERE kind = 'charge'").fetchone()
+        # The service's backends report their rolled-back transactions as they exit.
+        deadline = time.monotonic() + 10
+        while True:
+            rollbacks_after = conn.execute(
+                "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+            if rollbacks_after > rollbacks_before or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert charges == statuses.count(200), "every 200 is exactly one charge, every 503 none"
+    assert balance == str(1000 - charges)
+    assert rollbacks_after > rollbacks_before, "the load did produce serialization failures to retry"

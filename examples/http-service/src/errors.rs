@@ -1,7 +1,7 @@
 //! The one mapping rule, from a PostgreSQL error to an HTTP response:
 //! SQLSTATE `PTxyz` → status `xyz`, body from the JSON in DETAIL; class 22 → 400;
-//! anything else → 500 without internals. Serialization failures and deadlocks never
-//! reach here: the handler retries them.
+//! anything else → 500 without internals. Serialization failures and deadlocks are
+//! retried by the handler; when its attempts run out the client gets 503 and Retry-After.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -57,6 +57,12 @@ fn contract_error(db: &DbError) -> Response {
         }
     }
     (status, headers, Json(Value::Object(body))).into_response()
+}
+
+pub fn busy() -> Response {
+    let body = json!({"error_code": 503, "error_name": "ConflictRetryExhaustedError",
+                      "message": "too many concurrent updates of this account, retry shortly"});
+    (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], Json(body)).into_response()
 }
 
 fn internal_error() -> Response {

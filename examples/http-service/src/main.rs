@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 const COST_PER_SEARCH: &str = "1";
-const MAX_ATTEMPTS: u32 = 5;
+const MAX_ATTEMPTS: u32 = 10;
 
 #[tokio::main]
 async fn main() {
@@ -56,11 +56,21 @@ async fn search(State(pool): State<Pool>, headers: HeaderMap) -> Response {
             }
             Err(e) if errors::is_retryable(&e) && attempt < MAX_ATTEMPTS => {
                 attempt += 1;
-                tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
+                tokio::time::sleep(backoff(attempt)).await;
             }
+            Err(e) if errors::is_retryable(&e) => return errors::busy(),
             Err(e) => return errors::to_response(&e),
         }
     }
+}
+
+/// Grows with each attempt, with jitter so that retrying conflicts do not meet again.
+fn backoff(attempt: u32) -> Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos() % 5_000_000)
+        .unwrap_or(0);
+    Duration::from_millis(2 * attempt as u64) + Duration::from_nanos(jitter as u64)
 }
 
 async fn metered_search(pool: &Pool, account: &str, key: Option<&str>) -> Result<(String, i64), tokio_postgres::Error> {
