@@ -86,7 +86,8 @@ install_extension() {
     (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_CONFIG" "${sudo_flag[@]}")
 }
 
-cluster_dir() { printf '%s/cluster' "$(cluster_scratch)"; }
+# PG_CREDITS_CLUSTER names a second cluster beside the default one (the benchmarks use it).
+cluster_dir() { printf '%s/%s' "$(cluster_scratch)" "${PG_CREDITS_CLUSTER:-cluster}"; }
 
 # Starts the throwaway cluster (creating it on first use) and the demo database.
 cluster_start() {

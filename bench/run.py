@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""The pg_credits benchmark suite: pgbench runs against the bench cluster, every row also
+reported as a ratio to the PL/pgSQL baseline measured in the same run. Called by
+bench/run.sh, which starts the cluster; standard library only.
+
+    bench/run.sh            # full suite (about 12 minutes)
+    bench/run.sh --quick    # the same rows, shorter (about 3 minutes)
+"""
+import csv
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+QUICK = "--quick" in sys.argv
+SECONDS = 5 if QUICK else 15
+DB = "credits_bench"
+PGBENCH = os.path.join(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"), "pgbench")
+
+
+def psql(sql, db=DB):
+    return subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def reset_database():
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
+    psql(f"CREATE DATABASE {DB}", "postgres")
+    psql("CREATE EXTENSION pg_credits")
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", DB, "-f", str(HERE / "baseline.sql")],
+                   check=True, capture_output=True)
+    subprocess.run([PGBENCH, "-i", "-q", "-s", "10", DB], check=True, capture_output=True)
+    psql("VACUUM ANALYZE")
+
+
+def pgbench(script, clients, durable):
+    """TPS, p50 and p99 latency (ms) of one run, from pgbench's per-transaction log."""
+    with tempfile.TemporaryDirectory() as logs:
+        args = [PGBENCH, "-n", "-c", str(clients), "-j", str(min(clients, 4)), "-T", str(SECONDS),
+                "-M", "prepared", "-l", "--log-prefix", f"{logs}/tx"]
+        args += ["-N"] if script == "builtin -N" else ["-f", str(HERE / "scripts" / script)]
+        env = {**os.environ, "PGOPTIONS": f"-c synchronous_commit={'on' if durable else 'off'}"}
+        out = subprocess.run(args + [DB], check=True, capture_output=True, text=True, env=env).stdout
+        tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+        latencies = sorted(int(line.split()[2]) for f in Path(logs).iterdir() for line in f.open())
+    p50 = latencies[len(latencies) // 2] / 1000
+    p99 = latencies[int(len(latencies) * 0.99)] / 1000
+    return tps, p50, p99
+
+
+def ledger_rows(count):
+    """Grows the ledger to `count` rows for accounts the benchmark does not touch."""
+    have = int(psql("SELECT count(*) FROM credits.ledger"))
+    if count > have:
+        psql(f"INSERT INTO credits.ledger (account, amount, balance_after, kind) "
+             f"SELECT 'history-' || (i % 100000), 1, 1, 'recharge' FROM generate_series(1, {count - have}) i")
+        psql("VACUUM ANALYZE credits.ledger")
+
+
+def backend_memory():
+    """Private resident memory (RssAnon, MiB: shared buffers left out) of one backend before
+    and after many charges in one session."""
+    charges = 100_000 if QUICK else 1_000_000
+    sql = ("SELECT pg_backend_pid() AS pid \\gset\n"
+           "\\setenv BACKEND :pid\n"
+           "\\! grep RssAnon /proc/$BACKEND/status\n"
+           f"SELECT count(credits.charge('acct-' || (i % 10000 + 1), 0.000001)) FROM generate_series(1, {charges}) i;\n"
+           "\\! grep RssAnon /proc/$BACKEND/status\n")
+    out = subprocess.run(["psql", "-X", "-q", "-At", "-d", DB], input=sql, check=True, capture_output=True, text=True).stdout
+    before, after = (int(kb) / 1024 for kb in re.findall(r"RssAnon:\s+(\d+)", out))
+    return charges, before, after
+
+
+ROWS = [
+    # (row, script, clients, ledger rows before the run)
+    ("credits.charge, 1 client", "charge.sql", 1, None),
+    ("credits.charge, 8 clients", "charge.sql", 8, None),
+    ("credits.charge, 32 clients", "charge.sql", 32, None),
+    ("baseline: PL/pgSQL function, 8 clients", "plpgsql.sql", 8, None),
+    ("baseline: PL/pgSQL function, 1 client", "plpgsql.sql", 1, None),
+    ("baseline: the two statements from the client, 8 clients", "client_statements.sql", 8, None),
+    ("floor: one-statement UPDATE, 8 clients", "update.sql", 8, None),
+    ("floor: pgbench -N, 8 clients", "builtin -N", 8, None),
+    ("hot account (plain), 32 clients", "hot.sql", 32, None),
+    ("ledger at 1M rows: credits.charge, 8 clients", "charge.sql", 8, 1_000_000),
+    ("ledger at 10M rows: credits.charge, 8 clients", "charge.sql", 8, 10_000_000),
+]
+
+
+def main():
+    reset_database()
+    results = []
+    for durable in (False, True):
+        psql(f"SELECT count(*) FROM credits.ledger")  # warm the catalog caches
+        for name, script, clients, ledger in ROWS:
+            if ledger:
+                if QUICK and ledger > 1_000_000:
+                    continue
+                ledger_rows(ledger)
+            tps, p50, p99 = pgbench(script, clients, durable)
+            results.append({"mode": "durable" if durable else "sync off", "row": name,
+                            "tps": tps, "p50_ms": p50, "p99_ms": p99})
+            print(f"{results[-1]['mode']:9} {name:58} {tps:10.0f} tps  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms", flush=True)
+        reset_database()
+    for mode in ("sync off", "durable"):
+        base = next(r for r in results if r["mode"] == mode and r["row"].startswith("baseline: PL/pgSQL function, 8"))
+        for r in results:
+            if r["mode"] == mode:
+                r["ratio_to_plpgsql"] = r["tps"] / base["tps"]
+    charges, before, after = backend_memory()
+    write_reports(results, charges, before, after)
+
+
+def targets(results):
+    """Each target of the suite: (description, measured value, met)."""
+    def row(mode, prefix):
+        return next((r for r in results if r["mode"] == mode and r["row"].startswith(prefix)), None)
+    def ratio(mode, a, b, field="tps"):
+        ra, rb = row(mode, a), row(mode, b)
+        return ra[field] / rb[field] if ra and rb else None
+    checks = [
+        ("charge ÷ PL/pgSQL TPS, 8 clients, sync off ≥ 1.25", ratio("sync off", "credits.charge, 8", "baseline: PL/pgSQL function, 8"), lambda v: v >= 1.25),
+        ("charge ÷ one-statement UPDATE TPS, 8 clients, sync off ≥ 0.95", ratio("sync off", "credits.charge, 8", "floor: one-statement"), lambda v: v >= 0.95),
+        ("charge ÷ PL/pgSQL p50 latency, 1 client, sync off ≤ 0.8", ratio("sync off", "credits.charge, 1", "baseline: PL/pgSQL function, 1", "p50_ms"), lambda v: v <= 0.8),
+        ("charge ÷ one-statement UPDATE TPS, 8 clients, durable ≥ 0.9", ratio("durable", "credits.charge, 8", "floor: one-statement"), lambda v: v >= 0.9),
+        ("charge TPS at 10M ledger rows ÷ at 0, durable ≥ 0.9", ratio("durable", "ledger at 10M", "credits.charge, 8"), lambda v: v >= 0.9),
+    ]
+    found = [(name, f"{value:.2f}", test(value)) for name, value, test in checks if value is not None]
+    found += [("hot-account mode ≥ 4× plain, 32 clients, durable", "not built yet", False),
+              ("charge_many ≥ 100,000 charges/s at batch size 10,000", "not built yet", False)]
+    return found
+
+
+def write_reports(results, charges, before, after):
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["mode", "row", "tps", "p50_ms", "p99_ms", "ratio_to_plpgsql"])
+        writer.writeheader()
+        writer.writerows(results)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
+    lines = [
+        "# Benchmarks", "",
+        f"`bench/run.sh{' --quick' if QUICK else ''}` on {machine}; PostgreSQL 15, "
+        f"{SECONDS} s per row, prepared statements, 10,000 accounts.",
+        "Ratios are to the PL/pgSQL baseline (8 clients) of the same mode and run: absolute",
+        "figures move between machines, ratios much less.", "",
+        "| mode | row | TPS | p50 ms | p99 ms | × PL/pgSQL |", "|---|---|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {r['mode']} | {r['row']} | {r['tps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+              f"{r['ratio_to_plpgsql']:.2f} |" for r in results]
+    lines += ["", "## Targets (issue 4)", "", "| target | measured | met |", "|---|---:|---|"]
+    lines += [f"| {name} | {value} | {'yes' if met else '**no**'} |" for name, value, met in targets(results)]
+    lines += ["", f"Backend private memory (RssAnon): {before:.1f} MiB before and {after:.1f} MiB after "
+              f"{charges:,} charges in one session.", ""]
+    (HERE.parent / "BENCHMARKS.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the benchmark suite on a cluster of its own (port 28830), with durable settings
+# (fsync on; each row runs with synchronous_commit off and on). --quick for a short run.
+export PG_CREDITS_CLUSTER=bench-cluster PG_CREDITS_PORT=${PG_CREDITS_BENCH_PORT:-28830}
+source "$(dirname "$0")/../scripts/common.sh"
+setup_everything
+python3 "$ROOT/bench/run.py" "$@"
