@@ -1,11 +1,13 @@
 """The HTTP 402 contract, end to end: each example service (Rust, Python, Node.js) runs
 against the test cluster and is driven over loopback by a real HTTP client."""
+import contextlib
 import json
 import os
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -31,24 +33,33 @@ def database():
     return DATABASE
 
 
-@pytest.fixture(scope="module", params=list(SERVICES))
-def service(request, database):
-    command, port = SERVICES[request.param]
+@contextlib.contextmanager
+def running(name, database, port):
+    """Starts one example service against `database` and yields its base URL once it answers."""
+    command = SERVICES[name][0]
     env = {**os.environ, "PGDATABASE": database, "LISTEN": f"127.0.0.1:{port}"}
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            call(base, "POST", "/v1/nothing")
-            break
-        except OSError:
-            assert process.poll() is None, f"{request.param} service exited"
-            assert time.monotonic() < deadline, f"{request.param} service did not start"
-            time.sleep(0.2)
-    yield request.param, base
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                call(base, "POST", "/v1/nothing")
+                break
+            except OSError:
+                assert process.poll() is None, f"{name} service exited"
+                assert time.monotonic() < deadline, f"{name} service did not start"
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module", params=list(SERVICES))
+def service(request, database):
+    with running(request.param, database, SERVICES[request.param][1]) as base:
+        yield request.param, base
 
 
 def call(base, method, path, body=None, headers=None):
@@ -144,25 +155,8 @@ def test_rust_service_retries_serialization_failures():
         conn.execute("SELECT credits.create_account('busy', 1000)")
         rollbacks_before = conn.execute(
             "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
-    port = 8405
-    env = {**os.environ, "PGDATABASE": database, "LISTEN": f"127.0.0.1:{port}"}
-    process = subprocess.Popen(SERVICES["rust"][0], cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                call(base, "POST", "/v1/nothing")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "rust service did not start"
-                time.sleep(0.2)
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            results = list(pool.map(lambda _: call(base, "POST", "/v1/search", headers={"X-Account": "busy"}), range(200)))
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with running("rust", database, 8405) as base, ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: call(base, "POST", "/v1/search", headers={"X-Account": "busy"}), range(200)))
     statuses = [status for status, _, _ in results]
     assert set(statuses) <= {200, 503}, statuses
     assert all(headers["Retry-After"] == "1" for status, headers, _ in results if status == 503)
