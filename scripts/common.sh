@@ -40,6 +40,14 @@ cluster_scratch() {
     printf '%s' "$dir"
 }
 
+# Installs the Debian packages named, if any (apt-get update first, as a fresh machine needs).
+apt_install() {
+    [ $# -gt 0 ] || return 0
+    say "installing Debian packages: $*"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 install_system_packages() {
     local wanted=(postgresql-15 postgresql-server-dev-15 libclang-dev sudo)
     local missing=()
@@ -47,11 +55,7 @@ install_system_packages() {
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
             || missing+=("$package")
     done
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing Debian packages: ${missing[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    apt_install "${missing[@]}"
 }
 
 # What the HTTP examples need: Node.js with npm, and a Python venv with psycopg 3.
@@ -60,11 +64,7 @@ install_example_tools() {
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
     python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing Debian packages: ${missing[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    apt_install "${missing[@]}"
     [ -x "$ROOT/target/venv/bin/python" ] || python3 -m venv "$ROOT/target/venv"
     "$ROOT/target/venv/bin/pip" install -q -r "$ROOT/examples/python/requirements.txt"
     (cd "$ROOT/examples/node" && npm ci --no-audit --no-fund --silent)
