@@ -3,7 +3,7 @@
 //! Every function here touches exactly one account row, found by its primary key.
 
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::input;
+use crate::{hot, input};
 use crate::plans::{OwnWrite, Statement, JSONB, NUMERIC, TEXT};
 use pgrx::datum::numeric::Sign;
 use pgrx::prelude::*;
@@ -23,9 +23,9 @@ fn create_account(
     unwrap_or_raise(open(account, initial, min_balance, low_balance_threshold, metadata))
 }
 
-/// The account's balance; PT404 if there is no such account.
+/// The account's balance; PT404 if there is no such account. Like `charge`, it pins
+/// the search path per statement (see `plans`) rather than with `SET search_path`.
 #[pg_extern(security_definer, stable, parallel_restricted)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn balance(account: Option<&str>) -> AnyNumeric {
     unwrap_or_raise(
         input::account(account)
@@ -35,7 +35,6 @@ fn balance(account: Option<&str>) -> AnyNumeric {
 
 /// Whether `charge(account, cost)` would succeed now, without charging or raising PT402.
 #[pg_extern(security_definer, stable, parallel_restricted)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn can_afford(account: Option<&str>, cost: Option<AnyNumeric>) -> bool {
     unwrap_or_raise(affordable(account, cost))
 }
@@ -58,24 +57,38 @@ fn set_metadata(account: Option<&str>, metadata: Option<JsonB>) {
     unwrap_or_raise(replace_metadata(account, metadata))
 }
 
-/// An account row as the money path needs it.
+/// An account row as the money path needs it. For a hot account `balance` is only the
+/// part not spread over its slots.
 pub struct Account {
     pub balance: AnyNumeric,
     pub min_balance: AnyNumeric,
+    pub slots: i32,
 }
 
 static LOCK: Statement = Statement {
-    sql: "SELECT balance, min_balance FROM credits.accounts WHERE account = $1 FOR UPDATE",
+    sql: "SELECT balance, min_balance, slots FROM credits.accounts WHERE account = $1 FOR UPDATE",
     args: &[TEXT],
 };
 
+static SLOTS: Statement = Statement {
+    sql: "SELECT slots FROM credits.accounts WHERE account = $1",
+    args: &[TEXT],
+};
+
+/// The whole balance, a hot account's slots included, as of the statement's snapshot.
 static BALANCE: Statement = Statement {
-    sql: "SELECT balance FROM credits.accounts WHERE account = $1",
+    sql: "SELECT balance + CASE WHEN slots > 0 THEN
+                     (SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1)
+                 ELSE 0 END
+            FROM credits.accounts WHERE account = $1",
     args: &[TEXT],
 };
 
 static AFFORDABLE: Statement = Statement {
-    sql: "SELECT balance - $2 >= min_balance FROM credits.accounts WHERE account = $1",
+    sql: "SELECT balance + CASE WHEN slots > 0 THEN
+                     (SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1)
+                 ELSE 0 END - $2 >= min_balance
+            FROM credits.accounts WHERE account = $1",
     args: &[TEXT, NUMERIC],
 };
 
@@ -121,8 +134,16 @@ static SET_METADATA: Statement = Statement {
 
 /// Locks the account row until the end of the transaction.
 pub fn lock(client: &SpiClient<'_>, account: &str) -> Option<Account> {
-    LOCK.first_row(client, &[account.into()])
-        .map(|row| Account { balance: row.column(1), min_balance: row.column(2) })
+    LOCK.first_row(client, &[account.into()]).map(|row| Account {
+        balance: row.column(1),
+        min_balance: row.column(2),
+        slots: row.column(3),
+    })
+}
+
+/// How many slots the account has (0: a plain account), without locking it.
+pub fn slots(client: &SpiClient<'_>, account: &str) -> Option<i32> {
+    SLOTS.first_value(client, &[account.into()])
 }
 
 pub fn balance_of(client: &SpiClient<'_>, account: &str) -> Result<AnyNumeric> {
@@ -180,7 +201,7 @@ fn affordable(account: Option<&str>, cost: Option<AnyNumeric>) -> Result<bool> {
     let account = input::account(account)?;
     let cost = input::amount("cost", cost)?;
     Spi::connect(|client| {
-        AFFORDABLE.first_value(client, &[account.into(), cost.into()]).ok_or_else(|| not_found(account))
+        AFFORDABLE.first_value(client, &[account.into(), cost.value.into()]).ok_or_else(|| not_found(account))
     })
 }
 
@@ -194,7 +215,11 @@ fn limits(
     let low_balance_threshold =
         input::optional_signed_amount("low_balance_threshold", low_balance_threshold)?;
     Spi::connect_mut(|client| {
-        let current = lock(client, account).ok_or_else(|| not_found(account))?;
+        let mut current = lock(client, account).ok_or_else(|| not_found(account))?;
+        if current.slots > 0 {
+            // The floor applies to the whole balance: gather it first, spread it after.
+            current.balance = hot::gather(client, account);
+        }
         if current.balance < min_balance {
             // The same rule as the guard trigger: no write may leave balance < min_balance.
             return Err(CreditsError::InsufficientBalance {
@@ -209,6 +234,7 @@ fn limits(
             client,
             &[account.into(), min_balance.into(), low_balance_threshold.into()],
         );
+        hot::spread(client, account);
         Ok(())
     })
 }

@@ -95,6 +95,16 @@ impl CreditsError {
         CreditsError::BadInput { rule, field, problem: problem.into() }
     }
 
+    /// The same error, said of one item of a batch (1-based).
+    pub fn at_item(self, item: usize) -> Self {
+        match self {
+            CreditsError::BadInput { rule, field, problem } => {
+                CreditsError::BadInput { rule, field, problem: format!("(item {item}) {problem}") }
+            }
+            other => other,
+        }
+    }
+
     pub fn sqlstate(&self) -> &'static str {
         match self {
             CreditsError::InsufficientBalance { .. } => "PT402",

@@ -3,14 +3,21 @@
 //! the ledger is append-only. The extension's own functions keep these rules by
 //! construction; the triggers make them hold for everyone else.
 //!
-//! Direct balance changes are recorded as `adjustment` entries: for an UPDATE from the
-//! BEFORE trigger (it runs after PostgreSQL has locked the latest row version, so OLD is
-//! the balance being replaced), for an INSERT at commit, as the difference between the
+//! The UPDATE guard is an AFTER trigger whose WHEN clause skips the rows pg_credits'
+//! own functions are writing (`is_direct_write`), so the money path never runs it; for a
+//! direct write it refuses a balance below the floor (the statement fails), records the
+//! change as an adjustment, and sends the low-balance alert if the balance crossed its
+//! threshold. OLD is the row version the UPDATE replaced, so the adjustment is exact
+//! under concurrency.
+//!
+//! Direct balance changes are recorded as `adjustment` entries: for an UPDATE from that
+//! trigger, for an INSERT at commit, as the difference between the
 //! balance and the account's ledger (so an `INSERT … ON CONFLICT DO UPDATE` that did not
 //! insert records nothing twice, and a restore of both tables records nothing at all).
 
 use crate::error::{self, CreditsError};
-use crate::plans::{is_own_write, Statement, NUMERIC, TEXT};
+use crate::notify;
+use crate::plans::{is_direct_write, Statement, NUMERIC, TEXT};
 use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::prelude::*;
 use pgrx::{AllocatedByPostgres, AnyNumeric};
@@ -18,7 +25,7 @@ use std::convert::Infallible;
 
 type TriggerRow<'a> = Option<PgHeapTuple<'a, AllocatedByPostgres>>;
 
-/// BEFORE INSERT or UPDATE of credits.accounts.
+/// BEFORE INSERT, and AFTER a direct UPDATE, of credits.accounts.
 #[pg_trigger]
 fn guard_accounts<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRow<'a>, Infallible> {
     match guard_row(trigger) {
@@ -47,13 +54,18 @@ fn reconcile_inserted_account<'a>(
 /// the accounts, and DELETE of an account whose balance is not zero.
 #[pg_trigger]
 fn refuse_write<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRow<'a>, Infallible> {
-    let on_ledger = trigger.table_name().map(|name| name == "ledger").unwrap_or(true);
-    let message = match (on_ledger, trigger.op()) {
-        (true, _) => "The credits ledger is append-only: entries cannot be updated, deleted or truncated.",
-        (false, Ok(PgTriggerOperation::Truncate)) => {
+    let table = trigger.table_name().unwrap_or_default();
+    let message = match (table.as_str(), trigger.op()) {
+        ("accounts", Ok(PgTriggerOperation::Truncate)) => {
             "credits.accounts cannot be truncated: balances would vanish without ledger entries."
         }
-        (false, _) => "An account whose balance is not zero cannot be deleted.",
+        ("accounts", _) => {
+            "An account whose balance is not zero, or that has slots, cannot be deleted."
+        }
+        ("account_slots", _) => {
+            "The slots of a hot account change only through pg_credits: use credits.set_slots."
+        }
+        _ => "The credits ledger is append-only: entries cannot be updated, deleted or truncated.",
     };
     CreditsError::ForbiddenWrite { message }.raise()
 }
@@ -81,11 +93,12 @@ static ADJUSTMENT: Statement = Statement {
 fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
     let new = trigger.new().expect("a BEFORE INSERT or UPDATE row trigger has NEW");
     let account: String = column(&new, "account");
-    if is_own_write(&account) {
+    if !is_direct_write(&account) {
         return Ok(Some(new));
     }
     let new_balance: AnyNumeric = column(&new, "balance");
     let min_balance: AnyNumeric = column(&new, "min_balance");
+    let slots: i32 = column(&new, "slots");
     let old_balance = match trigger.old() {
         Some(old) => {
             if column::<String>(&old, "account") != account {
@@ -93,8 +106,12 @@ fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
                     message: "An account's id cannot be changed: its ledger entries refer to it.",
                 });
             }
+            if column::<i32>(&old, "slots") != slots {
+                return Err(SLOTS_CHANGED);
+            }
             Some(column::<AnyNumeric>(&old, "balance"))
         }
+        None if slots != 0 => return Err(SLOTS_CHANGED),
         None => None,
     };
     if new_balance < min_balance {
@@ -111,17 +128,23 @@ fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
     }
     if let Some(old) = old_balance {
         if new_balance != old {
-            record_adjustment(&account, new_balance.clone() - old, new_balance);
+            let threshold: Option<AnyNumeric> =
+                new.get_by_name("low_balance_threshold").expect("credits.accounts has this column");
+            Spi::connect_mut(|client| {
+                let amount = new_balance.clone() - old.clone();
+                ADJUSTMENT.first_row(client, &[account.as_str().into(), amount.into(), new_balance.clone().into()]);
+                if notify::crossed(&old, &new_balance, threshold.as_ref()) {
+                    notify::low_balance(client, &account, &new_balance, threshold.as_ref().expect("crossed"));
+                }
+            });
         }
     }
     Ok(Some(new))
 }
 
-fn record_adjustment(account: &str, amount: AnyNumeric, balance_after: AnyNumeric) {
-    Spi::connect_mut(|client| {
-        ADJUSTMENT.first_row(client, &[account.into(), amount.into(), balance_after.into()]);
-    });
-}
+const SLOTS_CHANGED: CreditsError = CreditsError::ForbiddenWrite {
+    message: "An account's slots change only through credits.set_slots, which moves the money with them.",
+};
 
 fn column<T>(row: &PgHeapTuple<'_, AllocatedByPostgres>, name: &str) -> T
 where

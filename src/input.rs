@@ -33,13 +33,30 @@ pub fn account(value: Option<&str>) -> Result<&str> {
     Ok(account)
 }
 
+/// A cost or an amount that passed [`amount`]; whether it is zero comes from the same
+/// text the digit check read, so the money path asks PostgreSQL nothing more about it.
+#[derive(Clone)]
+pub struct Amount {
+    pub value: AnyNumeric,
+    zero: bool,
+}
+
+impl Amount {
+    pub fn is_zero(&self) -> bool {
+        self.zero
+    }
+}
+
 /// A cost or an amount: finite, not negative, within numeric(38,18).
-pub fn amount(field: &'static str, value: Option<AnyNumeric>) -> Result<AnyNumeric> {
-    let amount = signed_amount(field, value)?;
-    if amount.sign() == pgrx::datum::numeric::Sign::Negative {
+pub fn amount(field: &'static str, value: Option<AnyNumeric>) -> Result<Amount> {
+    let value = required(field, value)?;
+    let text = value.to_string();
+    check_decimal(field, &text)?;
+    if text.starts_with('-') {
         return Err(CreditsError::bad_input(BadInput::Invalid, field, "must not be negative"));
     }
-    Ok(amount)
+    let zero = text.bytes().all(|b| b == b'0' || b == b'.');
+    Ok(Amount { value, zero })
 }
 
 /// A balance, a floor or a threshold: finite and within numeric(38,18), any sign.

@@ -8,20 +8,24 @@
 //! With an idempotency key the account row is locked first and the key looked up after:
 //! under READ COMMITTED the lookup's fresh snapshot then sees whatever a racing call with
 //! the same key committed while we waited, so the key applies exactly once.
+//!
+//! Hot accounts (`slots > 0`) take another path, in `hot`: the fast statement here
+//! refuses them (`slots = 0`), so a plain charge stays one statement.
 
 use crate::accounts::{self, Account};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::input;
 use crate::plans::{OwnWrite, Statement, JSONB, NUMERIC, TEXT};
-use pgrx::datum::numeric::Sign;
+use crate::{hot, input, notify};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
 
 /// Takes `cost` from the account and returns the balance after; raises PT402 if the
 /// account cannot pay without going below its `min_balance`.
+///
+/// No `SET search_path` on this function or on `recharge`: every statement they run pins
+/// the search path itself (see `plans`), at a fraction of the cost.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn charge(
     account: Option<&str>,
     cost: Option<AnyNumeric>,
@@ -42,7 +46,6 @@ fn charge(
 /// Adds `amount` to the account, creating it if it does not exist yet; returns the
 /// balance after.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn recharge(
     account: Option<&str>,
     amount: Option<AnyNumeric>,
@@ -61,13 +64,13 @@ fn recharge(
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Movement {
+pub enum Movement {
     Charge,
     Recharge,
 }
 
 impl Movement {
-    fn kind(self) -> &'static str {
+    pub fn kind(self) -> &'static str {
         match self {
             Movement::Charge => "charge",
             Movement::Recharge => "recharge",
@@ -88,8 +91,15 @@ impl Movement {
         }
     }
 
+    fn locked_statement(self) -> &'static Statement {
+        match self {
+            Movement::Charge => &APPLY_CHARGE_LOCKED,
+            Movement::Recharge => &APPLY_RECHARGE_LOCKED,
+        }
+    }
+
     /// The signed ledger amount this movement of `amount` records.
-    fn ledger_amount(self, amount: &AnyNumeric) -> AnyNumeric {
+    pub fn ledger_amount(self, amount: &AnyNumeric) -> AnyNumeric {
         match self {
             Movement::Charge => -amount.clone(),
             Movement::Recharge => amount.clone(),
@@ -99,29 +109,63 @@ impl Movement {
 
 const MOVEMENT_ARGS: &[pgrx::pg_sys::PgOid] = &[TEXT, NUMERIC, TEXT, TEXT, JSONB];
 
+/// The statement of one movement: update the account row (taking its lock) when `when`
+/// holds, and append the ledger entry from the updated row. It returns the balance
+/// after and, when a charge took the balance below the account's low-balance threshold,
+/// that threshold, so the alert needs no trigger on the money path.
+macro_rules! movement_sql {
+    (set: $set:literal, when: $when:literal, amount: $amount:literal, kind: $kind:literal, crossed: $crossed:literal) => {
+        concat!(
+            "WITH moved AS (
+                 UPDATE credits.accounts SET balance = ", $set, ", updated_at = pg_catalog.now()
+                  WHERE account = $1 AND ", $when, "
+              RETURNING account, balance, ", $crossed, " AS crossed_threshold),
+             entry AS (
+                 INSERT INTO credits.ledger
+                        (account, amount, balance_after, kind, reason, idempotency_key, metadata)
+                 SELECT account, ", $amount, ", balance, '", $kind, "', $3, $4, $5 FROM moved)
+             SELECT balance, crossed_threshold FROM moved"
+        )
+    };
+}
+
+macro_rules! charge_sql {
+    ($when:literal) => {
+        movement_sql!(set: "balance - $2", when: $when, amount: "-$2", kind: "charge",
+                      crossed: "CASE WHEN balance < low_balance_threshold
+                                      AND balance + $2 >= low_balance_threshold
+                                     THEN low_balance_threshold END")
+    };
+}
+
+macro_rules! recharge_sql {
+    ($when:literal) => {
+        movement_sql!(set: "balance + $2", when: $when, amount: "$2", kind: "recharge",
+                      crossed: "NULL::pg_catalog.numeric")
+    };
+}
+
+/// The fast paths: plain accounts only (`slots = 0`), no lock taken before. 1e20 is
+/// input::MAX_INTEGER_DIGITS.
 static APPLY_CHARGE: Statement = Statement {
-    sql: "WITH moved AS (
-              UPDATE credits.accounts
-                 SET balance = balance - $2, updated_at = pg_catalog.now()
-               WHERE account = $1 AND balance - $2 >= min_balance
-           RETURNING account, balance)
-          INSERT INTO credits.ledger
-                 (account, amount, balance_after, kind, reason, idempotency_key, metadata)
-          SELECT account, -$2, balance, 'charge', $3, $4, $5 FROM moved
-          RETURNING balance_after",
+    sql: charge_sql!("slots = 0 AND balance - $2 >= min_balance"),
     args: MOVEMENT_ARGS,
 };
 
 static APPLY_RECHARGE: Statement = Statement {
-    sql: "WITH moved AS (
-              UPDATE credits.accounts
-                 SET balance = balance + $2, updated_at = pg_catalog.now()
-               WHERE account = $1 AND balance + $2 < 1e20  -- input::MAX_INTEGER_DIGITS
-           RETURNING account, balance)
-          INSERT INTO credits.ledger
-                 (account, amount, balance_after, kind, reason, idempotency_key, metadata)
-          SELECT account, $2, balance, 'recharge', $3, $4, $5 FROM moved
-          RETURNING balance_after",
+    sql: recharge_sql!("slots = 0 AND balance + $2 < 1e20"),
+    args: MOVEMENT_ARGS,
+};
+
+/// The same on an account the caller has locked and checked, whatever its slots: for a
+/// hot account, once its slots were gathered into the balance.
+static APPLY_CHARGE_LOCKED: Statement = Statement {
+    sql: charge_sql!("balance - $2 >= min_balance"),
+    args: MOVEMENT_ARGS,
+};
+
+static APPLY_RECHARGE_LOCKED: Statement = Statement {
+    sql: recharge_sql!("balance + $2 < 1e20"),
     args: MOVEMENT_ARGS,
 };
 
@@ -148,96 +192,122 @@ fn movement(
     Spi::connect_mut(|client| entry.apply(client))
 }
 
-struct Entry<'a> {
-    movement: Movement,
-    account: &'a str,
-    amount: AnyNumeric,
-    reason: Option<&'a str>,
-    idempotency_key: Option<&'a str>,
-    metadata: Option<JsonB>,
+/// One movement of one account, validated.
+pub struct Entry<'a> {
+    pub movement: Movement,
+    pub account: &'a str,
+    pub amount: input::Amount,
+    pub reason: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub metadata: Option<JsonB>,
 }
 
 impl Entry<'_> {
-    fn apply(&self, client: &SpiClient<'_>) -> Result<AnyNumeric> {
-        if let Some(key) = self.idempotency_key {
-            self.lock_account(client)?;
-            if let Some(balance_after) = self.replay(client, key)? {
+    pub fn apply(&self, client: &SpiClient<'_>) -> Result<AnyNumeric> {
+        if self.idempotency_key.is_none() && !self.amount.is_zero() {
+            if let Some(balance_after) = self.try_apply(client, self.movement.statement()) {
                 return Ok(balance_after);
             }
         }
-        if self.amount.sign() == Sign::Zero {
-            // Moves nothing and writes nothing; a recharge still opens the account.
-            return match self.movement {
-                Movement::Charge => accounts::balance_of(client, self.account),
-                Movement::Recharge => Ok(self.lock_account(client)?.balance),
-            };
-        }
-        if let Some(balance_after) = self.try_apply(client) {
-            return Ok(balance_after);
-        }
-        // The fast path wrote nothing: the account is missing, a charge could not be paid,
-        // or a recharge would overflow the balance, when we looked. Lock the account so the
-        // figures we act on cannot move.
-        let account = self.lock_account(client)?;
-        match self.movement {
-            Movement::Charge if account.balance.clone() - self.amount.clone() < account.min_balance => {
-                return Err(CreditsError::InsufficientBalance {
-                    account: self.account.to_owned(),
-                    balance: account.balance,
-                    min_balance: account.min_balance,
-                    cost: self.amount.clone(),
-                });
+        // The fast path wrote nothing: there is a key, nothing to move, the account is
+        // missing or hot, a charge could not be paid, or a recharge would overflow.
+        match accounts::slots(client, self.account) {
+            Some(slots) if slots > 0 => hot::apply(client, self, slots),
+            Some(_) => self.apply_locked(client),
+            None if self.movement == Movement::Charge => Err(self.not_found()),
+            None => {
+                accounts::open_empty(client, self.account);
+                self.apply_locked(client)
             }
-            Movement::Recharge if !input::fits(&(account.balance + self.amount.clone())) => {
-                return Err(CreditsError::bad_input(
+        }
+    }
+
+    /// The slow path of a plain account: lock it so the figures we act on cannot move.
+    pub fn apply_locked(&self, client: &SpiClient<'_>) -> Result<AnyNumeric> {
+        let account = accounts::lock(client, self.account).ok_or_else(|| self.not_found())?;
+        if account.slots > 0 {
+            // Made hot since we looked.
+            return hot::apply(client, self, account.slots);
+        }
+        if let Some(key) = self.idempotency_key {
+            if let Some(balance_after) = self.replay(client, key)? {
+                return Ok(balance_after.unwrap_or(account.balance));
+            }
+        }
+        if self.amount.is_zero() {
+            // Moves nothing and writes nothing; a recharge still opened the account.
+            return Ok(account.balance);
+        }
+        self.check(&account)?;
+        Ok(self
+            .try_apply(client, self.movement.statement())
+            .expect("a locked account that accepts the movement"))
+    }
+
+    /// Whether the locked account can take this movement.
+    pub fn check(&self, account: &Account) -> Result<()> {
+        match self.movement {
+            Movement::Charge if account.balance.clone() - self.amount.value.clone() < account.min_balance => {
+                Err(CreditsError::InsufficientBalance {
+                    account: self.account.to_owned(),
+                    balance: account.balance.clone(),
+                    min_balance: account.min_balance.clone(),
+                    cost: self.amount.value.clone(),
+                })
+            }
+            Movement::Recharge if !input::fits(&(account.balance.clone() + self.amount.value.clone())) => {
+                Err(CreditsError::bad_input(
                     BadInput::OutOfRange,
                     "amount",
                     format!("would take the balance beyond {} digits", input::MAX_INTEGER_DIGITS),
-                ));
+                ))
             }
-            _ => {}
-        }
-        Ok(self.try_apply(client).expect("a locked account that accepts the movement"))
-    }
-
-    /// Locks the account row; a recharge opens a missing account, a charge refuses it.
-    fn lock_account(&self, client: &SpiClient<'_>) -> Result<Account> {
-        if let Some(account) = accounts::lock(client, self.account) {
-            return Ok(account);
-        }
-        match self.movement {
-            Movement::Charge => Err(CreditsError::AccountNotFound { account: self.account.to_owned() }),
-            Movement::Recharge => {
-                accounts::open_empty(client, self.account);
-                Ok(accounts::lock(client, self.account).expect("the account was just opened"))
-            }
+            _ => Ok(()),
         }
     }
 
-    fn try_apply(&self, client: &SpiClient<'_>) -> Option<AnyNumeric> {
+    /// Moves the locked, checked account's own balance (see APPLY_CHARGE_LOCKED).
+    pub fn apply_to_locked_balance(&self, client: &SpiClient<'_>) -> AnyNumeric {
+        self.try_apply(client, self.movement.locked_statement())
+            .expect("a locked account that accepts the movement")
+    }
+
+    fn try_apply(&self, client: &SpiClient<'_>, statement: &'static Statement) -> Option<AnyNumeric> {
         let _own = OwnWrite::begin(self.account);
-        self.movement.statement().first_value(
-            client,
-            &[
-                self.account.into(),
-                self.amount.clone().into(),
-                self.reason.into(),
-                self.idempotency_key.into(),
-                self.metadata.as_ref().map(|m| JsonB(m.0.clone())).into(),
-            ],
-        )
+        let row = statement.first_row(client, &self.arguments())?;
+        let balance_after: AnyNumeric = row.column(1);
+        if let Some(threshold) = row.nullable_column::<AnyNumeric>(2) {
+            notify::low_balance(client, self.account, &balance_after, &threshold);
+        }
+        Some(balance_after)
     }
 
-    /// The original balance_after when this key already recorded the same movement.
-    fn replay(&self, client: &SpiClient<'_>, key: &str) -> Result<Option<AnyNumeric>> {
+    /// The arguments of every movement statement: $1 account … $5 metadata.
+    pub fn arguments(&self) -> [pgrx::datum::DatumWithOid<'_>; 5] {
+        [
+            self.account.into(),
+            self.amount.value.clone().into(),
+            self.reason.into(),
+            self.idempotency_key.into(),
+            self.metadata.as_ref().map(|m| JsonB(m.0.clone())).into(),
+        ]
+    }
+
+    pub fn not_found(&self) -> CreditsError {
+        CreditsError::AccountNotFound { account: self.account.to_owned() }
+    }
+
+    /// When this key already recorded the same movement, its balance_after (which is
+    /// NULL for an entry a hot account took from a slot).
+    pub fn replay(&self, client: &SpiClient<'_>, key: &str) -> Result<Option<Option<AnyNumeric>>> {
         let Some(row) = FIND_KEY.first_row(client, &[self.account.into(), key.into()]) else {
             return Ok(None);
         };
         let original_kind: String = row.column(1);
         let original_amount: AnyNumeric = row.column(2);
-        let expected_amount = self.movement.ledger_amount(&self.amount);
+        let expected_amount = self.movement.ledger_amount(&self.amount.value);
         if original_kind == self.movement.kind() && original_amount == expected_amount {
-            return Ok(Some(row.column(3)));
+            return Ok(Some(row.nullable_column(3)));
         }
         Err(CreditsError::IdempotencyConflict {
             account: self.account.to_owned(),

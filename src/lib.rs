@@ -3,16 +3,19 @@
 //! `credits.charge(account, cost)` runs in the caller's transaction; when the account
 //! cannot pay, the statement fails with SQLSTATE PT402 and a JSON payload that any
 //! application layer maps to HTTP 402. Layers, from the SQL surface down:
-//! `ledger` (charge, recharge) and `accounts` (opening, balances, settings) are the
-//! functions; `guard` and `notify` are the triggers that hold the rules for every
-//! writer; `input` and `error` are the contract for arguments and failures; `plans`
-//! keeps prepared SQL across calls.
+//! `ledger` (charge, recharge), `batch` (charge_many), `hot` (slotted accounts) and
+//! `accounts` (opening, balances, settings) are the functions; `guard` holds the rules
+//! for every other writer and `notify` sends the low-balance alerts; `input` and
+//! `error` are the contract for arguments and failures; `plans` keeps prepared SQL
+//! across calls and marks the extension's own writes.
 
 use pgrx::prelude::*;
 
 mod accounts;
+mod batch;
 mod error;
 mod guard;
+mod hot;
 mod input;
 mod ledger;
 mod notify;

@@ -1,40 +1,34 @@
 //! Low-balance alerts: "set thresholds and alerts, don't wait for the 402".
 //!
-//! The trigger's WHEN clause fires it only for an UPDATE that takes the balance from at
-//! or above `low_balance_threshold` to below it, so each crossing notifies once. NOTIFY
-//! is transactional: a rolled-back change sends nothing.
+//! A change that takes the balance from at or above `low_balance_threshold` to below it
+//! sends one NOTIFY on `credits_low_balance`, so each crossing notifies once. pg_credits'
+//! own charges detect the crossing in the statement that moves the money; direct writes
+//! are caught by the guard trigger. NOTIFY is transactional: a rolled-back change sends
+//! nothing.
 
-use pgrx::heap_tuple::PgHeapTuple;
-use pgrx::prelude::*;
-use pgrx::{AllocatedByPostgres, AnyNumeric};
+use crate::plans::{Statement, TEXT};
+use pgrx::spi::SpiClient;
+use pgrx::AnyNumeric;
 use serde_json::json;
-use std::convert::Infallible;
 
 pub const CHANNEL: &str = "credits_low_balance";
 
-/// AFTER UPDATE of credits.accounts, when the balance crosses below the threshold.
-#[pg_trigger]
-fn notify_low_balance<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> std::result::Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible> {
-    let new = trigger.new().expect("an AFTER UPDATE row trigger has NEW");
-    let text = |name: &str| -> String {
-        new.get_by_name::<AnyNumeric>(name)
-            .expect("credits.accounts has this column")
-            .map(|amount| amount.to_string())
-            .unwrap_or_default()
-    };
-    let account: String = new
-        .get_by_name("account")
-        .expect("credits.accounts has this column")
-        .expect("account is NOT NULL");
+static NOTIFY: Statement = Statement {
+    sql: "SELECT pg_catalog.pg_notify($1, $2)",
+    args: &[TEXT, TEXT],
+};
+
+/// Whether going from `before` to `after` crosses below the threshold.
+pub fn crossed(before: &AnyNumeric, after: &AnyNumeric, threshold: Option<&AnyNumeric>) -> bool {
+    threshold.is_some_and(|threshold| before >= threshold && after < threshold)
+}
+
+pub fn low_balance(client: &SpiClient<'_>, account: &str, balance: &AnyNumeric, threshold: &AnyNumeric) {
     let payload = json!({
         "account": account,
-        "balance": text("balance"),
-        "threshold": text("low_balance_threshold"),
+        "balance": balance.to_string(),
+        "threshold": threshold.to_string(),
     })
     .to_string();
-    Spi::run_with_args("SELECT pg_catalog.pg_notify($1, $2)", &[CHANNEL.into(), payload.into()])
-        .expect("pg_notify accepts a payload under 8000 bytes");
-    Ok(None)
+    NOTIFY.first_row(client, &[CHANNEL.into(), payload.as_str().into()]);
 }

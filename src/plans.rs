@@ -3,19 +3,29 @@
 //! reused by every later call. PostgreSQL's plan cache still revalidates them when the
 //! tables change underneath.
 //!
-//! Also the marker for the extension's own writes: the guard trigger on
-//! `credits.accounts` records every balance change it did not expect as an adjustment,
-//! and it expects exactly the row the running function is writing. The marker lives in
-//! backend memory, so no SQL (no setting, no column) can fake it.
+//! Every statement runs with the search path pinned to `pg_catalog` alone (tables are
+//! always written `credits.…`), whatever the caller's search_path: nothing a caller
+//! creates can stand in for an operator or a function. The hot functions pin it here,
+//! per statement, instead of with `SET search_path` on the function, which PostgreSQL
+//! applies through the full GUC machinery on every call (a tenth of a charge's time).
+//!
+//! Also the marker for the extension's own writes: the guards on `credits.accounts` and
+//! `credits.account_slots` fire only for rows no pg_credits function is writing. The
+//! marker lives in backend memory, so no SQL (no setting, no column) can fake it.
 
-use pgrx::pg_sys::{BuiltinOid, PgOid};
 use pgrx::datum::{DatumWithOid, FromDatum, IntoDatum};
+use pgrx::pg_sys::{self, BuiltinOid, PgOid};
+use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
 use std::cell::RefCell;
+use std::collections::HashSet;
 
 pub const TEXT: PgOid = PgOid::BuiltIn(BuiltinOid::TEXTOID);
 pub const NUMERIC: PgOid = PgOid::BuiltIn(BuiltinOid::NUMERICOID);
 pub const JSONB: PgOid = PgOid::BuiltIn(BuiltinOid::JSONBOID);
+pub const INT4: PgOid = PgOid::BuiltIn(BuiltinOid::INT4OID);
+pub const TEXT_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::TEXTARRAYOID);
+pub const NUMERIC_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::NUMERICARRAYOID);
 
 /// One SQL statement of the extension, with the types of its parameters.
 pub struct Statement {
@@ -26,7 +36,7 @@ pub struct Statement {
 thread_local! {
     static PLANS: RefCell<Vec<(*const Statement, &'static OwnedPreparedStatement)>> =
         const { RefCell::new(Vec::new()) };
-    static OWN_WRITE: RefCell<Option<String>> = const { RefCell::new(None) };
+    static OWN_WRITES: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
 
 impl Statement {
@@ -45,27 +55,90 @@ impl Statement {
         PLANS.with_borrow_mut(|plans| plans.push((key, plan)));
         Ok(plan)
     }
+
+    /// Runs the statement; `None` when it returned (or changed) no row.
+    pub fn first_row<'conn>(
+        &'static self,
+        client: &SpiClient<'conn>,
+        args: &[DatumWithOid<'_>],
+    ) -> Option<Row<'conn>> {
+        let table = with_pinned_search_path(|| {
+            let plan = self.plan(client).expect("the extension's SQL prepares");
+            client.select(plan, None, args).expect("the extension's SQL runs")
+        });
+        (!table.is_empty()).then(|| Row(table.first()))
+    }
+
+    pub fn first_value<T: FromDatum + IntoDatum>(
+        &'static self,
+        client: &SpiClient<'_>,
+        args: &[DatumWithOid<'_>],
+    ) -> Option<T> {
+        self.first_row(client, args).map(|row| row.column(1))
+    }
+
+    /// Runs the statement and returns every row it produced.
+    pub fn all_rows<'conn>(
+        &'static self,
+        client: &SpiClient<'conn>,
+        args: &[DatumWithOid<'_>],
+    ) -> SpiTupleTable<'conn> {
+        with_pinned_search_path(|| {
+            let plan = self.plan(client).expect("the extension's SQL prepares");
+            client.select(plan, None, args).expect("the extension's SQL runs")
+        })
+    }
 }
 
-/// While alive, writes to `account` come from the extension itself; dropped on every
-/// exit, unwinding from an SQL error included.
-pub struct OwnWrite(());
+/// Runs `f` with `pg_catalog` as the only schema searched. When `f` fails with an SQL
+/// error the entry is not popped here: PostgreSQL drops it when the (sub)transaction
+/// aborts, as it does for its own override paths.
+fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
+    let mut path = pg_sys::OverrideSearchPath {
+        schemas: std::ptr::null_mut(),
+        addCatalog: true,
+        addTemp: false,
+        generation: 0,
+    };
+    // SAFETY: PushOverrideSearchPath copies what it needs into TopMemoryContext.
+    unsafe { pg_sys::PushOverrideSearchPath(&mut path) };
+    let result = f();
+    unsafe { pg_sys::PopOverrideSearchPath() };
+    result
+}
+
+/// While alive, writes to these accounts come from the extension itself; dropped on
+/// every exit, unwinding from an SQL error included. Markers nest: each one takes back
+/// only the accounts it added.
+pub struct OwnWrite(Vec<String>);
 
 impl OwnWrite {
     pub fn begin(account: &str) -> OwnWrite {
-        OWN_WRITE.with_borrow_mut(|own| *own = Some(account.to_owned()));
-        OwnWrite(())
+        OwnWrite::begin_many([account])
+    }
+
+    pub fn begin_many<'a>(accounts: impl IntoIterator<Item = &'a str>) -> OwnWrite {
+        OWN_WRITES.with_borrow_mut(|own| {
+            OwnWrite(accounts.into_iter().filter(|a| own.insert((*a).to_owned())).map(str::to_owned).collect())
+        })
     }
 }
 
 impl Drop for OwnWrite {
     fn drop(&mut self) {
-        OWN_WRITE.with_borrow_mut(|own| *own = None);
+        OWN_WRITES.with_borrow_mut(|own| {
+            for account in &self.0 {
+                own.remove(account);
+            }
+        });
     }
 }
 
-pub fn is_own_write(account: &str) -> bool {
-    OWN_WRITE.with_borrow(|own| own.as_deref() == Some(account))
+/// Whether a change to this account's rows comes from outside pg_credits' functions:
+/// the WHEN clause of every guard trigger.
+#[pg_extern(volatile, parallel_restricted)]
+pub fn is_direct_write(account: &str) -> bool {
+    !OWN_WRITES.with_borrow(|own| own.contains(account))
 }
 
 /// The first row a statement returned.
@@ -79,26 +152,5 @@ impl Row<'_> {
 
     pub fn nullable_column<T: FromDatum + IntoDatum>(&self, ordinal: usize) -> Option<T> {
         self.0.get(ordinal).expect("the statement returns this column")
-    }
-}
-
-impl Statement {
-    /// Runs the statement; `None` when it returned (or changed) no row.
-    pub fn first_row<'conn>(
-        &'static self,
-        client: &SpiClient<'conn>,
-        args: &[DatumWithOid<'_>],
-    ) -> Option<Row<'conn>> {
-        let plan = self.plan(client).expect("the extension's SQL prepares");
-        let table = client.select(plan, None, args).expect("the extension's SQL runs");
-        (!table.is_empty()).then(|| Row(table.first()))
-    }
-
-    pub fn first_value<T: FromDatum + IntoDatum>(
-        &'static self,
-        client: &SpiClient<'_>,
-        args: &[DatumWithOid<'_>],
-    ) -> Option<T> {
-        self.first_row(client, args).map(|row| row.column(1))
     }
 }

@@ -48,14 +48,21 @@ pub fn payload(error: &DbError) -> Value {
     value
 }
 
-/// balance = sum(ledger.amount) and balance >= min_balance, for every account.
+/// balance = sum(ledger.amount) and balance >= min_balance, for every account, a hot
+/// account's slots included (the account row itself never goes below the floor either).
 pub fn assert_ledger_invariant(client: &mut Client) {
     let broken: i64 = client
         .query_one(
-            "SELECT count(*) FROM credits.accounts a
-              WHERE a.balance <> coalesce((SELECT sum(l.amount) FROM credits.ledger l
-                                            WHERE l.account = a.account), 0)
-                 OR a.balance < a.min_balance",
+            "WITH whole AS (
+                 SELECT a.account, a.balance AS row_balance, a.min_balance,
+                        a.balance + coalesce((SELECT sum(s.available) FROM credits.account_slots s
+                                               WHERE s.account = a.account), 0) AS balance
+                   FROM credits.accounts a)
+             SELECT count(*) FROM whole w
+              WHERE w.balance <> coalesce((SELECT sum(l.amount) FROM credits.ledger l
+                                            WHERE l.account = w.account), 0)
+                 OR w.balance < w.min_balance OR w.row_balance < w.min_balance
+                 OR w.balance <> credits.balance(w.account)",
             &[],
         )
         .unwrap()

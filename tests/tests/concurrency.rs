@@ -52,10 +52,13 @@ fn charge_until_refused(client: &mut postgres::Client, isolation: Option<Isolati
     }
 }
 
-fn exact_count_under(isolation: Option<IsolationLevel>, name: &str) {
+/// `slots`: 0 for a plain account, more for a hot one (whose slots run dry one by one,
+/// so the last charges are decided by gathering: the path that must not overdraw).
+fn exact_count_under(isolation: Option<IsolationLevel>, name: &str, slots: i32) {
     let db = fresh_database(name);
     let mut client = connect(&db);
     client.execute("SELECT credits.create_account('hot', 300)", &[]).unwrap();
+    client.execute("SELECT credits.set_slots('hot', $1)", &[&slots]).unwrap();
     let results = in_parallel(&db, move |c| charge_until_refused(c, isolation));
     let charged: u32 = results.iter().map(|(ok, _)| ok).sum();
     assert_eq!(charged, 300, "exactly the balance's worth of unit charges succeed");
@@ -70,17 +73,27 @@ fn exact_count_under(isolation: Option<IsolationLevel>, name: &str) {
 
 #[test]
 fn read_committed_sessions_spend_exactly_the_balance() {
-    exact_count_under(None, "conc_rc");
+    exact_count_under(None, "conc_rc", 0);
+}
+
+#[test]
+fn read_committed_sessions_spend_exactly_the_balance_of_a_hot_account() {
+    exact_count_under(None, "conc_rc_hot", 8);
+}
+
+#[test]
+fn repeatable_read_sessions_never_overdraw_a_hot_account() {
+    exact_count_under(Some(IsolationLevel::RepeatableRead), "conc_rr_hot", 8);
 }
 
 #[test]
 fn repeatable_read_sessions_never_overdraw() {
-    exact_count_under(Some(IsolationLevel::RepeatableRead), "conc_rr");
+    exact_count_under(Some(IsolationLevel::RepeatableRead), "conc_rr", 0);
 }
 
 #[test]
 fn serializable_sessions_never_overdraw() {
-    exact_count_under(Some(IsolationLevel::Serializable), "conc_ser");
+    exact_count_under(Some(IsolationLevel::Serializable), "conc_ser", 0);
 }
 
 #[test]
@@ -107,6 +120,53 @@ fn racing_calls_with_one_idempotency_key_apply_once() {
         .unwrap()
         .get(0);
     assert_eq!(entries, 2);
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn racing_calls_with_one_idempotency_key_apply_once_on_a_hot_account() {
+    let db = fresh_database("conc_idem_hot");
+    let mut client = connect(&db);
+    client.execute("SELECT credits.create_account('idem', 100)", &[]).unwrap();
+    client.execute("SELECT credits.set_slots('idem', 4)", &[]).unwrap();
+    in_parallel(&db, |c| {
+        c.query_one("SELECT credits.charge('idem', 7, idempotency_key => 'req-42')", &[]).unwrap();
+    });
+    assert_eq!(balance(&mut client, "idem"), dec("93"));
+    let entries: i64 = client
+        .query_one("SELECT count(*) FROM credits.ledger WHERE idempotency_key = 'req-42'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(entries, 1);
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn parallel_batches_over_the_same_accounts_neither_deadlock_nor_overdraw() {
+    let db = fresh_database("conc_batch");
+    let mut client = connect(&db);
+    client
+        .batch_execute("SELECT credits.create_account('b' || i, 50) FROM generate_series(1, 20) i")
+        .unwrap();
+    // Each session names the accounts in its own order; each charges 1 to every account
+    // 5 times per batch, 10 batches: 16 × 50 = 800 wanted per account, 50 available.
+    let charged: Vec<i64> = in_parallel(&db, |c| {
+        let mut charged = 0;
+        for round in 0..10 {
+            let row = c
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE status = 'charged')
+                       FROM credits.charge_many(
+                            ARRAY(SELECT 'b' || (1 + (i * 7 + $1) % 20) FROM generate_series(1, 100) i),
+                            array_fill(1::numeric, ARRAY[100]))",
+                    &[&(round as i32)],
+                )
+                .unwrap();
+            charged += row.get::<_, i64>(0);
+        }
+        charged
+    });
+    assert_eq!(charged.iter().sum::<i64>(), 20 * 50, "every credit spent once, none twice");
     assert_ledger_invariant(&mut client);
 }
 

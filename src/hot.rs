@@ -1,0 +1,247 @@
+//! Hot accounts: one busy customer must not serialize the whole API.
+//!
+//! A plain account is one row, so its charges queue on one row lock, held through the
+//! commit's WAL flush. `credits.set_slots(account, n)` spreads what the account can spend
+//! (`balance - min_balance`) over `n` rows of `credits.account_slots`; a charge takes one
+//! slot's lock, so up to `n` charges commit in parallel. What stays on the account row
+//! (`accounts.balance`) is `min_balance` plus what did not divide evenly.
+//!
+//! Every rule of a plain account holds:
+//! - No slot goes below zero (the `slot_amount` domain), and the account row stays at or
+//!   above `min_balance`, so the total never goes below the floor.
+//! - A charge its slot cannot cover takes the account row lock, gathers every slot into
+//!   the row, and is decided on the exact total like a plain charge: served if the total
+//!   can pay (then spread again), PT402 otherwise. Recharges take the same locked path,
+//!   so the money they bring is spread at once.
+//! - Idempotency keys are serialized per (account, key) by a transaction advisory lock,
+//!   taken before the key is looked up.
+//! - The ledger gets one entry per charge, as always; entries taken from a slot have no
+//!   `balance_after` (NULL), because parallel charges have no single order.
+//!
+//! A transaction picks the same slot for every charge it makes to an account, so it
+//! never waits on itself; two transactions that each charge a hot account several times
+//! can still deadlock when one of them has to gather (PostgreSQL cancels one with 40P01).
+
+use crate::accounts::{self, Account};
+use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
+use crate::ledger::{Entry, Movement};
+use crate::plans::{OwnWrite, Statement, INT4, JSONB, NUMERIC, TEXT};
+use crate::{input, notify};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::AnyNumeric;
+
+pub const MAX_SLOTS: i32 = 64;
+
+/// Spreads the account over `slots` sub-balances (a hot account), or gathers it back
+/// into one row with `slots => 0`. The balance does not change.
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn set_slots(account: Option<&str>, slots: Option<i32>) {
+    unwrap_or_raise(reshape(account, slots))
+}
+
+static TAKE_FROM_SLOT: Statement = Statement {
+    sql: "WITH taken AS (
+              UPDATE credits.account_slots SET available = available - $2
+               WHERE account = $1 AND slot = $6 AND available >= $2
+           RETURNING account)
+          INSERT INTO credits.ledger (account, amount, kind, reason, idempotency_key, metadata)
+          SELECT account, -$2, 'charge', $3, $4, $5 FROM taken
+          RETURNING id",
+    args: &[TEXT, NUMERIC, TEXT, TEXT, JSONB, INT4],
+};
+
+static TOTAL: Statement = Statement {
+    sql: "SELECT balance + (SELECT coalesce(sum(available), 0) FROM credits.account_slots
+                              WHERE account = $1),
+                 low_balance_threshold
+            FROM credits.accounts WHERE account = $1",
+    args: &[TEXT],
+};
+
+/// Moves every slot's money back to the locked account row; returns the row's balance,
+/// now the whole balance.
+static GATHER: Statement = Statement {
+    sql: "WITH held AS (
+              SELECT slot, available FROM credits.account_slots
+               WHERE account = $1 AND available > 0 ORDER BY slot FOR UPDATE),
+          emptied AS (
+              UPDATE credits.account_slots s SET available = 0 FROM held
+               WHERE s.account = $1 AND s.slot = held.slot
+           RETURNING held.available)
+          UPDATE credits.accounts
+             SET balance = pg_catalog.trim_scale(balance + (SELECT coalesce(sum(available), 0) FROM emptied))
+           WHERE account = $1
+       RETURNING balance",
+    args: &[TEXT],
+};
+
+/// Shares what the locked account row can spend evenly over its (empty) slots, to 18
+/// decimal places, rounding down: the rest stays on the row. trim_scale keeps 250 from
+/// being shown as 250.000000000000000000.
+static SPREAD: Statement = Statement {
+    sql: "WITH share AS (
+              SELECT pg_catalog.trim_scale(pg_catalog.div((balance - min_balance) * 1e18, slots) * 1e-18) AS each
+                FROM credits.accounts
+               WHERE account = $1 AND slots > 0 AND balance > min_balance),
+          filled AS (
+              UPDATE credits.account_slots s SET available = s.available + share.each FROM share
+               WHERE s.account = $1
+           RETURNING share.each)
+          UPDATE credits.accounts
+             SET balance = pg_catalog.trim_scale(balance - (SELECT coalesce(sum(each), 0) FROM filled))
+           WHERE account = $1 AND slots > 0
+       RETURNING balance",
+    args: &[TEXT],
+};
+
+static DROP_SLOTS: Statement = Statement {
+    sql: "DELETE FROM credits.account_slots WHERE account = $1",
+    args: &[TEXT],
+};
+
+static ADD_SLOTS: Statement = Statement {
+    sql: "WITH added AS (
+              INSERT INTO credits.account_slots (account, slot, available)
+              SELECT $1, slot, 0 FROM pg_catalog.generate_series(0, $2 - 1) slot)
+          UPDATE credits.accounts SET slots = $2, updated_at = pg_catalog.now()
+           WHERE account = $1 RETURNING slots",
+    args: &[TEXT, INT4],
+};
+
+/// Serializes the calls that use one idempotency key of one account.
+static LOCK_KEY: Statement = Statement {
+    sql: "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1), pg_catalog.hashtext($2))",
+    args: &[TEXT, TEXT],
+};
+
+/// A movement of a hot account with `slots` slots.
+pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<AnyNumeric> {
+    if let Some(key) = entry.idempotency_key {
+        LOCK_KEY.first_row(client, &[entry.account.into(), key.into()]);
+        if let Some(balance_after) = entry.replay(client, key)? {
+            return match balance_after {
+                Some(balance_after) => Ok(balance_after),
+                None => accounts::balance_of(client, entry.account),
+            };
+        }
+    }
+    if entry.amount.is_zero() {
+        return accounts::balance_of(client, entry.account);
+    }
+    if entry.movement == Movement::Charge && take_from_slot(client, entry, slots) {
+        let (balance, threshold) = total(client, entry.account)?;
+        let before = balance.clone() + entry.amount.value.clone();
+        if notify::crossed(&before, &balance, threshold.as_ref()) {
+            notify::low_balance(client, entry.account, &balance, threshold.as_ref().expect("crossed"));
+        }
+        return Ok(balance);
+    }
+    apply_gathered(client, entry)
+}
+
+/// Takes the charge from this transaction's slot, inside a subtransaction that is rolled
+/// back when the slot cannot pay. Why: an UPDATE that waited for a slot and then found
+/// it too low keeps that slot locked, and this charge is about to wait for the account
+/// row, whose holder (gathering) waits for that very slot: a deadlock without the
+/// rollback, which releases the lock.
+fn take_from_slot(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> bool {
+    let _own = OwnWrite::begin(entry.account);
+    let [account, amount, reason, key, metadata] = entry.arguments();
+    let args = [account, amount, reason, key, metadata, pick_slot(slots).into()];
+    // SAFETY: the subtransaction is always closed (released, rolled back, or rolled back
+    // before an error is re-raised), and the caller's memory context and resource owner
+    // are restored, as PL/pgSQL does around its exception blocks.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let restore = || {
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        };
+        let taken = pg_sys::PgTryBuilder::new(|| TAKE_FROM_SLOT.first_row(client, &args).is_some())
+            .catch_others(|error| {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                restore();
+                error.rethrow()
+            })
+            .execute();
+        if taken {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        restore();
+        taken
+    }
+}
+
+/// Under the account row lock, on the exact total: what a plain account does.
+fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<AnyNumeric> {
+    let account = accounts::lock(client, entry.account).ok_or_else(|| entry.not_found())?;
+    if account.slots == 0 {
+        // Gathered back into a plain account since we looked.
+        return entry.apply_locked(client);
+    }
+    let balance = gather(client, entry.account);
+    let whole = Account { balance, ..account };
+    let result = entry.check(&whole).map(|()| entry.apply_to_locked_balance(client));
+    spread(client, entry.account);
+    result
+}
+
+/// The slot this transaction uses for a hot account: spread over the slots across
+/// transactions, the same for every charge within one.
+fn pick_slot(slots: i32) -> i32 {
+    // SAFETY: MyProc and MyProcPid are set for every backend before it runs queries.
+    let (pid, local_xid) = unsafe { (pg_sys::MyProcPid as u64, (*pg_sys::MyProc).lxid as u64) };
+    let mixed = ((pid << 32) | local_xid).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((mixed >> 33) % slots as u64) as i32
+}
+
+fn total(client: &SpiClient<'_>, account: &str) -> Result<(AnyNumeric, Option<AnyNumeric>)> {
+    let row = TOTAL.first_row(client, &[account.into()]).ok_or_else(|| {
+        CreditsError::AccountNotFound { account: account.to_owned() }
+    })?;
+    Ok((row.column(1), row.nullable_column(2)))
+}
+
+/// Gathers a locked hot account's slots into its row; returns the whole balance.
+pub fn gather(client: &SpiClient<'_>, account: &str) -> AnyNumeric {
+    let _own = OwnWrite::begin(account);
+    GATHER.first_value(client, &[account.into()]).expect("the account is locked")
+}
+
+/// Spreads a locked account over its slots again; nothing for a plain account.
+pub fn spread(client: &SpiClient<'_>, account: &str) {
+    let _own = OwnWrite::begin(account);
+    SPREAD.first_row(client, &[account.into()]);
+}
+
+fn reshape(account: Option<&str>, slots: Option<i32>) -> Result<()> {
+    let account = input::account(account)?;
+    let slots = slots.ok_or_else(|| CreditsError::bad_input(BadInput::Null, "slots", "must not be NULL"))?;
+    if !(0..=MAX_SLOTS).contains(&slots) {
+        return Err(CreditsError::bad_input(
+            BadInput::OutOfRange,
+            "slots",
+            format!("must be between 0 (a plain account) and {MAX_SLOTS}"),
+        ));
+    }
+    Spi::connect_mut(|client| {
+        let current = accounts::lock(client, account)
+            .ok_or_else(|| CreditsError::AccountNotFound { account: account.to_owned() })?;
+        if current.slots > 0 {
+            gather(client, account);
+        }
+        let _own = OwnWrite::begin(account);
+        DROP_SLOTS.first_row(client, &[account.into()]);
+        ADD_SLOTS.first_row(client, &[account.into(), slots.into()]);
+        drop(_own);
+        spread(client, account);
+        Ok(())
+    })
+}

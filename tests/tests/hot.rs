@@ -1,0 +1,99 @@
+//! Hot accounts (credits.set_slots): the same contract as a plain account.
+
+use pg_credits_client_tests::*;
+
+fn hot_account(test: &str, initial: &str, slots: i32) -> (String, postgres::Client) {
+    let db = fresh_database(test);
+    let mut client = connect(&db);
+    client.execute("SELECT credits.create_account('h', $1::text::numeric)", &[&initial]).unwrap();
+    client.execute("SELECT credits.set_slots('h', $1)", &[&slots]).unwrap();
+    (db, client)
+}
+
+fn slots(client: &mut postgres::Client) -> Vec<rust_decimal::Decimal> {
+    client
+        .query("SELECT available FROM credits.account_slots WHERE account = 'h' ORDER BY slot", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[test]
+fn set_slots_spreads_the_spendable_part_and_keeps_the_balance() {
+    let (_db, mut client) = hot_account("hot_spread", "100", 3);
+    client.execute("SELECT credits.set_limits('h', 10)", &[]).unwrap();
+    // 90 spendable over 3 slots; the floor stays on the account row.
+    assert_eq!(slots(&mut client), vec![dec("30"), dec("30"), dec("30")]);
+    let row_balance: rust_decimal::Decimal =
+        client.query_one("SELECT balance FROM credits.accounts WHERE account = 'h'", &[]).unwrap().get(0);
+    assert_eq!(row_balance, dec("10"));
+    assert_eq!(balance(&mut client, "h"), dec("100"));
+    client.execute("SELECT credits.set_slots('h', 0)", &[]).unwrap();
+    assert!(slots(&mut client).is_empty());
+    assert_eq!(balance(&mut client, "h"), dec("100"));
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn a_charge_no_slot_can_cover_is_served_from_the_total() {
+    let (_db, mut client) = hot_account("hot_gather", "100", 4);
+    // 25 per slot; 60 fits no slot but the total.
+    let after: rust_decimal::Decimal = client.query_one("SELECT credits.charge('h', 60)", &[]).unwrap().get(0);
+    assert_eq!(after, dec("40"));
+    let entry: Option<rust_decimal::Decimal> = client
+        .query_one("SELECT balance_after FROM credits.ledger WHERE kind = 'charge'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(entry, Some(dec("40")), "a gathered charge knows the exact balance after");
+    assert_eq!(slots(&mut client), vec![dec("10"); 4]);
+    let error = db_error(client.query_one("SELECT credits.charge('h', 40.01)", &[]));
+    assert_eq!(error.code().code(), "PT402");
+    let payload = payload(&error);
+    assert_eq!(payload["balance"], "40");
+    assert_eq!(payload["shortfall"], "0.01");
+    assert_eq!(balance(&mut client, "h"), dec("40"));
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn slot_charges_recharges_and_keys_keep_the_ledger_exact() {
+    let (_db, mut client) = hot_account("hot_ledger", "10", 2);
+    for i in 0..8 {
+        client.query_one("SELECT credits.charge('h', 1, idempotency_key => $1)", &[&format!("k{i}")]).unwrap();
+    }
+    let replayed: rust_decimal::Decimal =
+        client.query_one("SELECT credits.charge('h', 1, idempotency_key => 'k0')", &[]).unwrap().get(0);
+    assert!(replayed >= dec("2"), "a replay charges nothing");
+    let conflict = db_error(client.query_one("SELECT credits.charge('h', 2, idempotency_key => 'k0')", &[]));
+    assert_eq!(conflict.code().code(), "PT409");
+    assert_eq!(balance(&mut client, "h"), dec("2"));
+    client.query_one("SELECT credits.recharge('h', 5)", &[]).unwrap();
+    assert_eq!(balance(&mut client, "h"), dec("7"));
+    let refused = db_error(client.query_one("SELECT credits.charge('h', 8)", &[]));
+    assert_eq!(refused.code().code(), "PT402");
+    let affordable: bool = client.query_one("SELECT credits.can_afford('h', 7)", &[]).unwrap().get(0);
+    assert!(affordable);
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn slots_are_written_only_by_pg_credits() {
+    let (_db, mut client) = hot_account("hot_guard", "100", 2);
+    for sql in [
+        "UPDATE credits.account_slots SET available = available + 1",
+        "DELETE FROM credits.account_slots",
+        "INSERT INTO credits.account_slots VALUES ('h', 9, 1)",
+        "TRUNCATE credits.account_slots",
+        "UPDATE credits.accounts SET slots = 0",
+        "DELETE FROM credits.accounts WHERE account = 'h'",
+    ] {
+        let error = db_error(client.batch_execute(sql));
+        assert_eq!(error.code().code(), "PT403", "{sql}");
+    }
+    let negative = db_error(client.batch_execute("SET session_replication_role = replica; UPDATE credits.account_slots SET available = -1"));
+    assert_eq!(negative.code().code(), "23514", "no slot below zero, even with triggers off");
+    let bad = db_error(client.query_one("SELECT credits.set_slots('h', 65)", &[]));
+    assert_eq!(bad.code().code(), "22003");
+    assert_ledger_invariant(&mut client);
+}
