@@ -30,3 +30,6 @@ SELECT 'acct-' || i, 1e15 FROM generate_series(1, 10000) i;
 INSERT INTO bench.accounts (account, balance)
 SELECT 'acct-' || i, 1e15 FROM generate_series(1, 10000) i;
 INSERT INTO credits.accounts (account, balance) VALUES ('hot', 1e15);
+-- The same busy customer in hot mode: 16 slots.
+INSERT INTO credits.accounts (account, balance) VALUES ('hot-slots', 1e15);
+SELECT credits.set_slots('hot-slots', 16);

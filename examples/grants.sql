@@ -5,7 +5,8 @@ GRANT USAGE ON SCHEMA credits TO app_role, billing_role;
 GRANT EXECUTE ON FUNCTION
     credits.charge(text, numeric, text, text, jsonb),
     credits.balance(text),
-    credits.can_afford(text, numeric)
+    credits.can_afford(text, numeric),
+    credits.charge_many(text[], numeric[], text[], text, boolean)
 TO app_role;
 
 -- Billing administration: tops accounts up and manages their settings.
@@ -14,6 +15,7 @@ GRANT EXECUTE ON FUNCTION
     credits.create_account(text, numeric, numeric, numeric, jsonb),
     credits.set_limits(text, numeric, numeric),
     credits.set_metadata(text, jsonb),
+    credits.set_slots(text, integer),
     credits.balance(text),
     credits.can_afford(text, numeric)
 TO billing_role;

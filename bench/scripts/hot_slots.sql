@@ -1,0 +1,1 @@
+SELECT credits.charge('hot-slots', 1);
