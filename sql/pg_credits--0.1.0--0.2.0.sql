@@ -4,7 +4,7 @@
 --    column types change to those domains, which rewrites both tables once.
 --  - The UPDATE guard becomes an AFTER trigger that pg_credits' own writes never fire;
 --    the low-balance alert moves into the functions (and the guard, for direct writes).
---  - The idempotency index skips entries without a key.
+--  - The idempotency index skips entries without a key; account ids compare bytewise.
 --  - New: accounts.slots, credits.account_slots, set_slots, charge_many.
 --  - charge, recharge, balance and can_afford pin the search path per statement instead
 --    of with SET search_path.
@@ -15,7 +15,7 @@ DROP TRIGGER refuse_delete_with_balance ON @extschema@.accounts;
 DROP TRIGGER reconcile_inserted_account ON @extschema@.accounts;
 DROP FUNCTION @extschema@.notify_low_balance();
 
-CREATE DOMAIN @extschema@.account_id AS text
+CREATE DOMAIN @extschema@.account_id AS text COLLATE "C"
     CONSTRAINT account_id_valid CHECK (
         pg_catalog.length(VALUE) OPERATOR(pg_catalog.>=) 1
         AND pg_catalog.length(VALUE) OPERATOR(pg_catalog.<=) 256
@@ -57,6 +57,7 @@ ALTER TABLE @extschema@.accounts
 ALTER TABLE @extschema@.ledger
     DROP CONSTRAINT ledger_kind,
     DROP CONSTRAINT ledger_idempotency_key,
+    ALTER COLUMN account TYPE text COLLATE "C",
     ALTER COLUMN amount TYPE @extschema@.amount,
     ALTER COLUMN balance_after TYPE @extschema@.amount,
     ALTER COLUMN balance_after DROP NOT NULL,
@@ -78,7 +79,7 @@ COMMENT ON TABLE @extschema@.ledger IS
 -- The sub-balances of a hot account: charges spread over them so that parallel charges
 -- do not queue on one row lock. Together with accounts.balance they make the balance.
 CREATE TABLE @extschema@.account_slots (
-    account   text                     NOT NULL,
+    account   text COLLATE "C"         NOT NULL,
     slot      integer                  NOT NULL,
     available @extschema@.slot_amount  NOT NULL,
     CONSTRAINT account_slots_pkey PRIMARY KEY (account, slot)

@@ -64,6 +64,8 @@ enum Outcome {
 
 /// A plain account's figures while the batch is decided.
 struct Running {
+    /// The locked row version (its ctid, as text): the final UPDATE goes straight to it.
+    row_id: String,
     balance: AnyNumeric,
     min_balance: AnyNumeric,
     threshold: Option<AnyNumeric>,
@@ -72,7 +74,8 @@ struct Running {
 }
 
 static LOCK_ACCOUNTS: Statement = Statement {
-    sql: "SELECT account::pg_catalog.text, balance, min_balance, slots, low_balance_threshold
+    sql: "SELECT account::pg_catalog.text, balance, min_balance, slots, low_balance_threshold,
+                 ctid::pg_catalog.text
             FROM credits.accounts WHERE account = ANY ($1) ORDER BY account FOR UPDATE",
     args: &[TEXT_ARRAY],
 };
@@ -84,12 +87,13 @@ static FIND_KEYS: Statement = Statement {
     args: &[TEXT_ARRAY, TEXT_ARRAY],
 };
 
-/// $1/$2: each charged account and its final balance; $3…$6: each entry in item order.
+/// $1/$2: each charged account's locked row and its final balance; $3…$6: the entries,
+/// by account (the ledger's primary key order) and in item order within an account.
 static APPLY: Statement = Statement {
     sql: "WITH moved AS (
               UPDATE credits.accounts a SET balance = u.balance, updated_at = pg_catalog.now()
-                FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.numeric[])) AS u(account, balance)
-               WHERE a.account = u.account)
+                FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.numeric[])) AS u(row_id, balance)
+               WHERE a.ctid = u.row_id::pg_catalog.tid)
           INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key)
           SELECT e.account, e.amount, e.balance_after, 'charge', $7, e.key
             FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.numeric[]),
@@ -196,7 +200,9 @@ fn items(
 }
 
 fn lock_accounts(client: &SpiClient<'_>, items: &[Item]) -> HashMap<String, Running> {
-    let names: Vec<&str> = items.iter().map(|item| item.account.as_str()).collect();
+    let mut names: Vec<&str> = items.iter().map(|item| item.account.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
     LOCK_ACCOUNTS
         .all_rows(client, &[names.into()])
         .map(|row| {
@@ -204,6 +210,7 @@ fn lock_accounts(client: &SpiClient<'_>, items: &[Item]) -> HashMap<String, Runn
             let balance: AnyNumeric = row.get(2).unwrap().expect("balance is NOT NULL");
             let slots: i32 = row.get(4).unwrap().expect("slots is NOT NULL");
             let running = Running {
+                row_id: row.get(6).unwrap().expect("every row has a ctid"),
                 started_at: balance.clone(),
                 balance,
                 min_balance: row.get(3).unwrap().expect("min_balance is NOT NULL"),
@@ -308,36 +315,38 @@ fn write(
     reason: Option<&str>,
     running: &HashMap<String, Running>,
 ) {
-    let mut entry_accounts = Vec::new();
-    let mut amounts = Vec::new();
-    let mut balances_after = Vec::new();
-    let mut keys = Vec::new();
-    for (item, outcome) in items.iter().zip(outcomes) {
-        if let Outcome::Charged(balance_after) = outcome {
-            if running[&item.account].hot || item.cost.is_zero() {
-                continue;
+    let mut entries: Vec<(&Item, &AnyNumeric)> = items
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(item, outcome)| match outcome {
+            Outcome::Charged(balance_after) if !running[&item.account].hot && !item.cost.is_zero() => {
+                Some((item, balance_after))
             }
-            entry_accounts.push(item.account.as_str());
-            amounts.push(Movement::Charge.ledger_amount(&item.cost.value));
-            balances_after.push(balance_after.clone());
-            keys.push(item.key.as_deref());
-        }
-    }
-    if entry_accounts.is_empty() {
+            _ => None,
+        })
+        .collect();
+    if entries.is_empty() {
         return;
     }
+    // Stable: an account's entries keep their item order (and so their ids).
+    entries.sort_by(|a, b| a.0.account.cmp(&b.0.account));
+    let entry_accounts: Vec<&str> = entries.iter().map(|(item, _)| item.account.as_str()).collect();
+    let amounts: Vec<AnyNumeric> =
+        entries.iter().map(|(item, _)| Movement::Charge.ledger_amount(&item.cost.value)).collect();
+    let balances_after: Vec<AnyNumeric> = entries.iter().map(|(_, balance)| (*balance).clone()).collect();
+    let keys: Vec<Option<&str>> = entries.iter().map(|(item, _)| item.key.as_deref()).collect();
     let charged: Vec<(&str, &Running)> = running
         .iter()
         .filter(|(_, account)| !account.hot && account.balance != account.started_at)
         .map(|(name, account)| (name.as_str(), account))
         .collect();
     let _own = OwnWrite::begin_many(charged.iter().map(|(name, _)| *name));
-    let names: Vec<&str> = charged.iter().map(|(name, _)| *name).collect();
+    let rows: Vec<&str> = charged.iter().map(|(_, account)| account.row_id.as_str()).collect();
     let finals: Vec<AnyNumeric> = charged.iter().map(|(_, account)| account.balance.clone()).collect();
     APPLY.all_rows(
         client,
         &[
-            names.into(),
+            rows.into(),
             finals.into(),
             entry_accounts.into(),
             amounts.into(),

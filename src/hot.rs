@@ -30,8 +30,38 @@ use crate::{input, notify};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::AnyNumeric;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 pub const MAX_SLOTS: i32 = 64;
+
+/// How many hot accounts a backend remembers (see [`known_slots`]).
+const REMEMBERED: usize = 10_000;
+
+thread_local! {
+    static HOT_ACCOUNTS: RefCell<HashMap<String, i32>> = RefCell::new(HashMap::new());
+}
+
+/// The slot count this backend last saw for a hot account, so that its charges go
+/// straight to a slot instead of first trying the plain path and reading the account.
+/// Only a hint: a charge whose slot is gone (the account was reshaped) fails to take from
+/// it and falls to the locked path, which reads the truth and corrects the hint.
+pub fn known_slots(account: &str) -> Option<i32> {
+    HOT_ACCOUNTS.with_borrow(|hot| hot.get(account).copied())
+}
+
+pub fn remember(account: &str, slots: i32) {
+    HOT_ACCOUNTS.with_borrow_mut(|hot| {
+        if slots == 0 {
+            hot.remove(account);
+            return;
+        }
+        if hot.len() >= REMEMBERED {
+            hot.clear();
+        }
+        hot.insert(account.to_owned(), slots);
+    });
+}
 
 /// Spreads the account over `slots` sub-balances (a hot account), or gathers it back
 /// into one row with `slots => 0`. The balance does not change.
@@ -41,23 +71,23 @@ fn set_slots(account: Option<&str>, slots: Option<i32>) {
     unwrap_or_raise(reshape(account, slots))
 }
 
+/// Takes the charge from slot $6 and returns the balance after (our slot as updated,
+/// the other slots and the account row as of this statement's snapshot) and the
+/// low-balance threshold.
 static TAKE_FROM_SLOT: Statement = Statement {
     sql: "WITH taken AS (
               UPDATE credits.account_slots SET available = available - $2
                WHERE account = $1 AND slot = $6 AND available >= $2
-           RETURNING account)
-          INSERT INTO credits.ledger (account, amount, kind, reason, idempotency_key, metadata)
-          SELECT account, -$2, 'charge', $3, $4, $5 FROM taken
-          RETURNING id",
+           RETURNING account, available),
+          entry AS (
+              INSERT INTO credits.ledger (account, amount, kind, reason, idempotency_key, metadata)
+              SELECT account, -$2, 'charge', $3, $4, $5 FROM taken)
+          SELECT a.balance + taken.available
+                 + (SELECT coalesce(sum(s.available), 0) FROM credits.account_slots s
+                     WHERE s.account = $1 AND s.slot <> $6),
+                 a.low_balance_threshold
+            FROM taken, credits.accounts a WHERE a.account = $1",
     args: &[TEXT, NUMERIC, TEXT, TEXT, JSONB, INT4],
-};
-
-static TOTAL: Statement = Statement {
-    sql: "SELECT balance + (SELECT coalesce(sum(available), 0) FROM credits.account_slots
-                              WHERE account = $1),
-                 low_balance_threshold
-            FROM credits.accounts WHERE account = $1",
-    args: &[TEXT],
 };
 
 /// Moves every slot's money back to the locked account row; returns the row's balance,
@@ -118,6 +148,7 @@ static LOCK_KEY: Statement = Statement {
 
 /// A movement of a hot account with `slots` slots.
 pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<AnyNumeric> {
+    remember(entry.account, slots);
     if let Some(key) = entry.idempotency_key {
         LOCK_KEY.first_row(client, &[entry.account.into(), key.into()]);
         if let Some(balance_after) = entry.replay(client, key)? {
@@ -130,13 +161,14 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<An
     if entry.amount.is_zero() {
         return accounts::balance_of(client, entry.account);
     }
-    if entry.movement == Movement::Charge && take_from_slot(client, entry, slots) {
-        let (balance, threshold) = total(client, entry.account)?;
-        let before = balance.clone() + entry.amount.value.clone();
-        if notify::crossed(&before, &balance, threshold.as_ref()) {
-            notify::low_balance(client, entry.account, &balance, threshold.as_ref().expect("crossed"));
+    if entry.movement == Movement::Charge {
+        if let Some((balance, threshold)) = take_from_slot(client, entry, slots) {
+            let before = balance.clone() + entry.amount.value.clone();
+            if notify::crossed(&before, &balance, threshold.as_ref()) {
+                notify::low_balance(client, entry.account, &balance, threshold.as_ref().expect("crossed"));
+            }
+            return Ok(balance);
         }
-        return Ok(balance);
     }
     apply_gathered(client, entry)
 }
@@ -146,7 +178,11 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<An
 /// it too low keeps that slot locked, and this charge is about to wait for the account
 /// row, whose holder (gathering) waits for that very slot: a deadlock without the
 /// rollback, which releases the lock.
-fn take_from_slot(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> bool {
+fn take_from_slot(
+    client: &SpiClient<'_>,
+    entry: &Entry<'_>,
+    slots: i32,
+) -> Option<(AnyNumeric, Option<AnyNumeric>)> {
     let _own = OwnWrite::begin(entry.account);
     let [account, amount, reason, key, metadata] = entry.arguments();
     let args = [account, amount, reason, key, metadata, pick_slot(slots).into()];
@@ -162,14 +198,16 @@ fn take_from_slot(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> bool
             pg_sys::MemoryContextSwitchTo(context);
             pg_sys::CurrentResourceOwner = owner;
         };
-        let taken = pg_sys::PgTryBuilder::new(|| TAKE_FROM_SLOT.first_row(client, &args).is_some())
+        let taken = pg_sys::PgTryBuilder::new(|| {
+            TAKE_FROM_SLOT.first_row(client, &args).map(|row| (row.column(1), row.nullable_column(2)))
+        })
             .catch_others(|error| {
                 pg_sys::RollbackAndReleaseCurrentSubTransaction();
                 restore();
                 error.rethrow()
             })
             .execute();
-        if taken {
+        if taken.is_some() {
             pg_sys::ReleaseCurrentSubTransaction();
         } else {
             pg_sys::RollbackAndReleaseCurrentSubTransaction();
@@ -181,7 +219,13 @@ fn take_from_slot(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> bool
 
 /// Under the account row lock, on the exact total: what a plain account does.
 fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<AnyNumeric> {
-    let account = accounts::lock(client, entry.account).ok_or_else(|| entry.not_found())?;
+    let Some(account) = accounts::lock(client, entry.account) else {
+        // Gone since this backend saw it hot: start over without the hint (a recharge
+        // opens the account again).
+        remember(entry.account, 0);
+        return entry.apply(client);
+    };
+    remember(entry.account, account.slots);
     if account.slots == 0 {
         // Gathered back into a plain account since we looked.
         return entry.apply_locked(client);
@@ -200,13 +244,6 @@ fn pick_slot(slots: i32) -> i32 {
     let (pid, local_xid) = unsafe { (pg_sys::MyProcPid as u64, (*pg_sys::MyProc).lxid as u64) };
     let mixed = ((pid << 32) | local_xid).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     ((mixed >> 33) % slots as u64) as i32
-}
-
-fn total(client: &SpiClient<'_>, account: &str) -> Result<(AnyNumeric, Option<AnyNumeric>)> {
-    let row = TOTAL.first_row(client, &[account.into()]).ok_or_else(|| {
-        CreditsError::AccountNotFound { account: account.to_owned() }
-    })?;
-    Ok((row.column(1), row.nullable_column(2)))
 }
 
 /// Gathers a locked hot account's slots into its row; returns the whole balance.
@@ -241,6 +278,7 @@ fn reshape(account: Option<&str>, slots: Option<i32>) -> Result<()> {
         DROP_SLOTS.first_row(client, &[account.into()]);
         ADD_SLOTS.first_row(client, &[account.into(), slots.into()]);
         drop(_own);
+        remember(account, slots);
         spread(client, account);
         Ok(())
     })

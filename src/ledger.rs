@@ -204,6 +204,9 @@ pub struct Entry<'a> {
 
 impl Entry<'_> {
     pub fn apply(&self, client: &SpiClient<'_>) -> Result<AnyNumeric> {
+        if let Some(slots) = hot::known_slots(self.account) {
+            return hot::apply(client, self, slots);
+        }
         if self.idempotency_key.is_none() && !self.amount.is_zero() {
             if let Some(balance_after) = self.try_apply(client, self.movement.statement()) {
                 return Ok(balance_after);
