@@ -30,6 +30,7 @@ SELECT 'acct-' || i, 1e15 FROM generate_series(1, 10000) i;
 INSERT INTO bench.accounts (account, balance)
 SELECT 'acct-' || i, 1e15 FROM generate_series(1, 10000) i;
 INSERT INTO credits.accounts (account, balance) VALUES ('hot', 1e15);
--- The same busy customer in hot mode: 16 slots.
-INSERT INTO credits.accounts (account, balance) VALUES ('hot-slots', 1e15);
-SELECT credits.set_slots('hot-slots', 16);
+-- The same busy customer in hot mode: one slot per client of the 32-client row, and
+-- the 16 of the README's example.
+INSERT INTO credits.accounts (account, balance) VALUES ('hot-slots', 1e15), ('hot-16-slots', 1e15);
+SELECT credits.set_slots('hot-slots', 32), credits.set_slots('hot-16-slots', 16);

