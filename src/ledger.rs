@@ -15,7 +15,7 @@
 use crate::accounts::{self, Account};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::plans::{OwnWrite, Statement, JSONB, NUMERIC, TEXT};
-use crate::{hot, input, notify};
+use crate::{direct, hot, input, notify};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
@@ -206,6 +206,15 @@ impl Entry<'_> {
     pub fn apply(&self, client: &SpiClient<'_>) -> Result<AnyNumeric> {
         if let Some(slots) = hot::known_slots(self.account) {
             return hot::apply(client, self, slots);
+        }
+        if self.movement == Movement::Charge && self.idempotency_key.is_none() && !self.amount.is_zero() {
+            let charged = direct::charge(self.account, &self.amount.value, self.reason, self.metadata.as_ref());
+            if let Some(charged) = charged {
+                if let Some(threshold) = &charged.crossed_threshold {
+                    notify::low_balance(client, self.account, &charged.balance, threshold);
+                }
+                return Ok(charged.balance);
+            }
         }
         if self.idempotency_key.is_none() && !self.amount.is_zero() {
             if let Some(balance_after) = self.try_apply(client, self.movement.statement()) {
