@@ -2,8 +2,9 @@
 # Runs the whole test suite: installs what is missing, rebuilds and reinstalls the
 # extension, restarts the throwaway cluster, then runs
 #   1. the in-backend #[pg_test]s (cargo pgrx test, on a cluster of its own),
-#   2. the golden SQL files in tests/regress (pg_regress, SQL in and text out) and the
-#      isolation specs in tests/isolation (pg_isolation_regress: races, step by step),
+#   2. the upgrade from every released version (scripts/upgrade-test.sh), the golden SQL
+#      files in tests/regress (pg_regress, SQL in and text out) and the isolation specs in
+#      tests/isolation (pg_isolation_regress: races, step by step),
 #   3. the client-side tests in tests/ (real connections, SQLSTATEs, races),
 #   4. the HTTP examples (Rust, Python, Node.js) driven over loopback.
 source "$(dirname "$0")/common.sh"
@@ -23,8 +24,9 @@ install_extension
 cluster_stop
 cluster_start
 
-say "2/4 golden SQL files (pg_regress) and isolation specs (pg_isolation_regress)"
+say "2/4 upgrades, golden SQL files (pg_regress) and isolation specs (pg_isolation_regress)"
 "$ROOT/scripts/check-sql.sh"
+"$ROOT/scripts/upgrade-test.sh"
 "$ROOT/scripts/regress.sh"
 "$ROOT/scripts/isolation.sh"
 

@@ -1,0 +1,116 @@
+//! The direct charge (src/direct.rs) writes the tables without the executor: these
+//! tests check that what it writes is exactly what the SQL path writes, that indexes
+//! stay complete (amcheck), that transactions and savepoints see and undo it like any
+//! write, and that tables changed by hand make charges take the SQL path instead.
+
+use pg_credits_client_tests::*;
+use rust_decimal::Decimal;
+
+fn account(test: &str) -> postgres::Client {
+    let db = fresh_database(test);
+    let mut client = connect(&db);
+    client.execute("SELECT credits.create_account('a', 1000, low_balance_threshold => 10)", &[]).unwrap();
+    client
+}
+
+#[test]
+fn a_charge_writes_the_full_ledger_entry() {
+    let mut client = account("direct_entry");
+    let mut tx = client.transaction().unwrap();
+    let after: Decimal = tx
+        .query_one("SELECT credits.charge('a', 2.5, reason => 'api call', metadata => '{\"req\": 7}')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(after, dec("997.5"));
+    let row = tx
+        .query_one(
+            "SELECT amount, balance_after, kind, reason, metadata->>'req', idempotency_key IS NULL,
+                    txid = pg_current_xact_id(), created_at = now(),
+                    (SELECT updated_at = now() FROM credits.accounts WHERE account = 'a')
+               FROM credits.ledger WHERE kind = 'charge'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, Decimal>(0), dec("-2.5"));
+    assert_eq!(row.get::<_, Decimal>(1), dec("997.5"));
+    assert_eq!(row.get::<_, String>(2), "charge");
+    assert_eq!(row.get::<_, String>(3), "api call");
+    assert_eq!(row.get::<_, String>(4), "7");
+    for column in 5..9 {
+        assert!(row.get::<_, bool>(column), "column {column}");
+    }
+    tx.commit().unwrap();
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn charges_within_one_statement_and_one_transaction_see_each_other() {
+    let mut client = account("direct_visibility");
+    let row = client
+        .query_one("SELECT credits.charge('a', 1), credits.charge('a', 1), credits.balance('a')", &[])
+        .unwrap();
+    assert_eq!((row.get::<_, Decimal>(0), row.get::<_, Decimal>(1), row.get::<_, Decimal>(2)),
+               (dec("999"), dec("998"), dec("998")));
+    let mut tx = client.transaction().unwrap();
+    tx.query_one("SELECT credits.charge('a', 8)", &[]).unwrap();
+    let mut savepoint = tx.savepoint("s").unwrap();
+    savepoint.query_one("SELECT credits.charge('a', 100)", &[]).unwrap();
+    savepoint.rollback().unwrap();
+    tx.commit().unwrap();
+    assert_eq!(balance(&mut client, "a"), dec("990"));
+    let entries: i64 = client.query_one("SELECT count(*) FROM credits.ledger WHERE kind = 'charge'", &[]).unwrap().get(0);
+    assert_eq!(entries, 3, "the rolled-back charge left no entry");
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn indexes_hold_every_row_the_direct_path_wrote() {
+    let mut client = account("direct_amcheck");
+    client
+        .batch_execute(
+            "CREATE EXTENSION amcheck;
+             SELECT credits.create_account('acct-' || i, 100) FROM generate_series(1, 200) i;
+             SELECT credits.charge('acct-' || (i % 200 + 1), 0.25) FROM generate_series(1, 20000) i;
+             SELECT credits.charge('a', 1) FROM generate_series(1, 500);",
+        )
+        .unwrap();
+    for index in ["credits.accounts_pkey", "credits.ledger_pkey", "credits.ledger_idempotency_key"] {
+        client
+            .execute(&format!("SELECT bt_index_check('{index}', heapallindexed => true)"), &[])
+            .unwrap_or_else(|e| panic!("{index}: {e}"));
+    }
+    assert_eq!(balance(&mut client, "acct-1"), dec("75"));
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn tables_changed_by_hand_are_honoured() {
+    let mut client = account("direct_hand_made");
+    client
+        .batch_execute(
+            // Inside pg_credits' functions only pg_catalog is searched: triggers added
+            // to its tables name their own tables in full.
+            "CREATE TABLE audit (account text, balance numeric);
+             CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN INSERT INTO public.audit VALUES (NEW.account, NEW.balance); RETURN NULL; END $$;
+             CREATE TRIGGER audit AFTER UPDATE ON credits.accounts FOR EACH ROW EXECUTE FUNCTION audit();
+             CREATE INDEX ledger_by_reason ON credits.ledger (reason);
+             CREATE EXTENSION amcheck;",
+        )
+        .unwrap();
+    client.query_one("SELECT credits.charge('a', 5, reason => 'audited')", &[]).unwrap();
+    let audited: Decimal = client.query_one("SELECT balance FROM audit", &[]).unwrap().get(0);
+    assert_eq!(audited, dec("995"), "a user's trigger on the accounts fired");
+    client
+        .execute("SELECT bt_index_check('credits.ledger_by_reason', heapallindexed => true)", &[])
+        .unwrap();
+    client.batch_execute("SET enable_seqscan = off").unwrap();
+    let by_reason: i64 =
+        client.query_one("SELECT count(*) FROM credits.ledger WHERE reason = 'audited'", &[]).unwrap().get(0);
+    assert_eq!(by_reason, 1, "found through the hand-made index");
+    client.batch_execute("DROP TRIGGER audit ON credits.accounts; DROP INDEX credits.ledger_by_reason").unwrap();
+    client.query_one("SELECT credits.charge('a', 5)", &[]).unwrap();
+    let audited: i64 = client.query_one("SELECT count(*) FROM audit", &[]).unwrap().get(0);
+    assert_eq!(audited, 1, "the trigger is gone: no new audit row");
+    assert_ledger_invariant(&mut client);
+}
