@@ -218,18 +218,8 @@ impl Tables {
             return None;
         }
         if !pg_sys::HeapTupleHeaderIsHeapOnly((*new_row).t_data) {
-            let mut values = [account_datum];
-            let mut nulls = [false];
-            pg_sys::index_insert(
-                self.accounts_pkey,
-                values.as_mut_ptr(),
-                nulls.as_mut_ptr(),
-                &mut (*new_row).t_self,
-                self.accounts,
-                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
-                true,
-                pg_sys::BuildIndexInfo(self.accounts_pkey),
-            );
+            // Not a HOT update: the new version needs its own index entry.
+            index_entry(self.accounts_pkey, self.accounts, &mut [account_datum], new_row, true);
         }
         self.append_entry(account_datum, cost, &balance, reason, metadata, now);
         pg_sys::CommandCounterIncrement();
@@ -309,19 +299,30 @@ impl Tables {
         let mut datums = values.each_mut().map(|v| v.unwrap_or(Datum::from(0)));
         let entry = pg_sys::heap_form_tuple((*self.ledger).rd_att, datums.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::simple_heap_insert(self.ledger, entry);
-        let mut key_values = [datums[1], datums[0]];
-        let mut key_nulls = [false, false];
-        pg_sys::index_insert(
-            self.ledger_pkey,
-            key_values.as_mut_ptr(),
-            key_nulls.as_mut_ptr(),
-            &mut (*entry).t_self,
-            self.ledger,
-            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
-            false,
-            pg_sys::BuildIndexInfo(self.ledger_pkey),
-        );
+        // (account, id); the idempotency index is partial and has no entry for a NULL key.
+        index_entry(self.ledger_pkey, self.ledger, &mut [datums[1], datums[0]], entry, false);
     }
+}
+
+/// Indexes a written row in a unique index whose key columns are `key` (none NULL).
+unsafe fn index_entry<const N: usize>(
+    index: pg_sys::Relation,
+    table: pg_sys::Relation,
+    key: &mut [Datum; N],
+    row: pg_sys::HeapTuple,
+    key_unchanged: bool,
+) {
+    let mut nulls = [false; N];
+    pg_sys::index_insert(
+        index,
+        key.as_mut_ptr(),
+        nulls.as_mut_ptr(),
+        &mut (*row).t_self,
+        table,
+        pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
+        key_unchanged,
+        pg_sys::BuildIndexInfo(index),
+    );
 }
 
 /// Closes a relation and keeps its lock to the end of the transaction, as the executor does.

@@ -189,6 +189,9 @@ fn movement(
     let idempotency_key = input::idempotency_key(idempotency_key)?;
     let metadata = input::metadata(metadata)?;
     let entry = Entry { movement, account, amount, reason, idempotency_key, metadata };
+    if let Some(balance_after) = entry.apply_directly() {
+        return Ok(balance_after);
+    }
     Spi::connect_mut(|client| entry.apply(client))
 }
 
@@ -203,18 +206,26 @@ pub struct Entry<'a> {
 }
 
 impl Entry<'_> {
+    /// The direct path (see `direct`), taken outside any SPI connection because it needs
+    /// none; `None` when it does not apply or stepped aside, having written nothing.
+    fn apply_directly(&self) -> Option<AnyNumeric> {
+        let eligible = self.movement == Movement::Charge
+            && self.idempotency_key.is_none()
+            && !self.amount.is_zero()
+            && hot::known_slots(self.account).is_none();
+        if !eligible {
+            return None;
+        }
+        let charged = direct::charge(self.account, &self.amount.value, self.reason, self.metadata.as_ref())?;
+        if let Some(threshold) = &charged.crossed_threshold {
+            Spi::connect_mut(|client| notify::low_balance(client, self.account, &charged.balance, threshold));
+        }
+        Some(charged.balance)
+    }
+
     pub fn apply(&self, client: &SpiClient<'_>) -> Result<AnyNumeric> {
         if let Some(slots) = hot::known_slots(self.account) {
             return hot::apply(client, self, slots);
-        }
-        if self.movement == Movement::Charge && self.idempotency_key.is_none() && !self.amount.is_zero() {
-            let charged = direct::charge(self.account, &self.amount.value, self.reason, self.metadata.as_ref());
-            if let Some(charged) = charged {
-                if let Some(threshold) = &charged.crossed_threshold {
-                    notify::low_balance(client, self.account, &charged.balance, threshold);
-                }
-                return Ok(charged.balance);
-            }
         }
         if self.idempotency_key.is_none() && !self.amount.is_zero() {
             if let Some(balance_after) = self.try_apply(client, self.movement.statement()) {
