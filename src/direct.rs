@@ -1,6 +1,7 @@
-//! The direct charge: the common case of `credits.charge` (a plain account that can pay,
-//! no idempotency key, nobody else updating the row) written straight to the tables
-//! through PostgreSQL's heap and index access methods, without the SQL executor.
+//! The direct charge: the common cases of `credits.charge` (no idempotency key, nobody
+//! else updating the row: a plain account that can pay, or a hot account's slot that can)
+//! written straight to the tables through PostgreSQL's heap and index access methods,
+//! without the SQL executor.
 //!
 //! Why: the executor's per-statement set-up (plan validation, executor state, one node
 //! per table, snapshot and trigger bookkeeping) cost more than the writes themselves;
@@ -13,15 +14,18 @@
 //!   account or an INSERT into the ledger would fire other than pg_credits' own guard
 //!   (which never fires for pg_credits' writes). Anything added by hand (a trigger, a
 //!   foreign key, an index) sends every charge down the SQL path, which honours it.
-//! - The account row is read with the snapshot a new statement would take and updated
-//!   with `heap_update`, which succeeds only if that version is still the latest; the
-//!   floor was checked on exactly that version. If another transaction updated it in the
-//!   meantime, nothing was written and the SQL path takes over (it waits, re-reads, and
-//!   raises a serialization failure where the isolation level requires one).
+//! - The account row (or the slot) is read with the snapshot a new statement would take
+//!   and updated with `heap_update`, which succeeds only if that version is still the
+//!   latest; the floor was checked on exactly that version. If another transaction
+//!   updated it in the meantime, nothing was written and the SQL path takes over (it
+//!   waits, re-reads, and raises a serialization failure where the isolation level
+//!   requires one). A failed `heap_update` leaves no lock behind, so a charge that steps
+//!   aside never holds a slot while it waits for its account (see `hot`).
 //! - The ledger entry gets its id from the ledger's identity sequence and is indexed
 //!   like an INSERT would index it; a missing key means the partial idempotency index
 //!   has no entry to get.
 //! - SERIALIZABLE's read and write tracking happens inside the access methods used here.
+//! - A read-only transaction (or a standby) is left to the SQL path, which refuses it.
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::{AnyNumeric, FromDatum, IntoDatum, JsonB};
@@ -52,11 +56,24 @@ const LEDGER_COLUMNS: [&CStr; 10] = [
     c"txid",
 ];
 
+const SLOT_COLUMNS: [&CStr; 3] = [c"account", c"slot", c"available"];
+
 /// What a direct charge did.
 pub struct Charged {
     pub balance: AnyNumeric,
     /// The account's low-balance threshold, when this charge crossed below it.
     pub crossed_threshold: Option<AnyNumeric>,
+}
+
+/// What a direct charge of a hot account's slot did.
+pub enum SlotCharge {
+    /// Taken from the slot: the balance after (the other slots and the account row as of
+    /// the charge's snapshot) and the account's low-balance threshold.
+    Taken { balance: AnyNumeric, threshold: Option<AnyNumeric> },
+    /// The slot cannot pay: the account's slots must be gathered.
+    CannotPay,
+    /// Not taken, nothing written: the SQL path decides.
+    StepAside,
 }
 
 /// Charges `cost` (positive) to a plain account, or returns `None` having written nothing.
@@ -66,22 +83,50 @@ pub fn charge(
     reason: Option<&str>,
     metadata: Option<&JsonB>,
 ) -> Option<Charged> {
-    // SAFETY: every relation opened is closed (locks kept to the end of the transaction,
-    // as the executor does), the scan and slot are released before any write, and every
-    // tuple is formed from copies before the buffer it came from is let go.
-    unsafe {
-        let tables = Tables::open()?;
-        let result = tables.charge(account, cost, reason, metadata);
-        tables.close();
-        result
+    // SAFETY: see `with_tables`.
+    unsafe { with_tables(|tables| tables.charge(account, cost, reason, metadata)).flatten() }
+}
+
+/// Charges `cost` (positive) to slot `slot` of a hot account.
+pub fn take_from_slot(
+    account: &str,
+    cost: &AnyNumeric,
+    slot: i32,
+    reason: Option<&str>,
+    metadata: Option<&JsonB>,
+) -> SlotCharge {
+    // SAFETY: see `with_tables`.
+    unsafe { with_tables(|tables| tables.take_from_slot(account, cost, slot, reason, metadata)) }
+        .unwrap_or(SlotCharge::StepAside)
+}
+
+/// Runs `f` on pg_credits' tables, opened; `None` when they cannot be used directly.
+///
+/// SAFETY (for everything below): every relation opened is closed (locks kept to the end
+/// of the transaction, as the executor does), scans and slots are released before any
+/// write, and every tuple is formed from copies before the buffer it came from is let go.
+unsafe fn with_tables<T>(f: impl FnOnce(&Tables) -> T) -> Option<T> {
+    if pg_sys::XactReadOnly {
+        // The executor refuses writes in a read-only transaction (or on a standby); the
+        // heap access methods do not check: leave it to the SQL path's error.
+        return None;
     }
+    let tables = Tables::open()?;
+    let result = f(&tables);
+    tables.close();
+    Some(result)
+}
+
+/// One of pg_credits' tables and its primary key.
+struct Table {
+    heap: pg_sys::Relation,
+    pkey: pg_sys::Relation,
 }
 
 struct Tables {
-    accounts: pg_sys::Relation,
-    accounts_pkey: pg_sys::Relation,
-    ledger: pg_sys::Relation,
-    ledger_pkey: pg_sys::Relation,
+    accounts: Table,
+    ledger: Table,
+    slots: Table,
     ledger_ids: Oid,
 }
 
@@ -91,13 +136,14 @@ struct Tables {
 #[derive(Clone, Copy, PartialEq)]
 struct Catalog {
     schema: Oid,
-    accounts: Oid,
-    accounts_pkey: Oid,
-    ledger: Oid,
-    ledger_pkey: Oid,
+    /// accounts, accounts_pkey, ledger, ledger_pkey, account_slots, account_slots_pkey.
+    relations: [Oid; 6],
     ledger_key_index: Oid,
     ledger_ids: Oid,
 }
+
+const RELATIONS: [&CStr; 6] =
+    [c"accounts", c"accounts_pkey", c"ledger", c"ledger_pkey", c"account_slots", c"account_slots_pkey"];
 
 thread_local! {
     static CATALOG: Cell<Option<Catalog>> = const { Cell::new(None) };
@@ -107,26 +153,18 @@ impl Catalog {
     unsafe fn look_up() -> Option<Catalog> {
         let schema = pg_sys::get_namespace_oid(c"credits".as_ptr(), true);
         let find = |name: &CStr| pg_sys::get_relname_relid(name.as_ptr(), schema);
-        let ledger = find(c"ledger");
+        let relations = RELATIONS.map(find);
         let catalog = Catalog {
             schema,
-            accounts: find(c"accounts"),
-            accounts_pkey: find(c"accounts_pkey"),
-            ledger,
-            ledger_pkey: find(c"ledger_pkey"),
+            relations,
             ledger_key_index: find(c"ledger_idempotency_key"),
-            ledger_ids: pg_sys::getIdentitySequence(ledger, 1, true),
+            ledger_ids: pg_sys::getIdentitySequence(relations[2], 1, true),
         };
-        let oids = [
-            catalog.schema,
-            catalog.accounts,
-            catalog.accounts_pkey,
-            catalog.ledger,
-            catalog.ledger_pkey,
-            catalog.ledger_key_index,
-            catalog.ledger_ids,
-        ];
-        (!oids.contains(&pg_sys::InvalidOid)).then_some(catalog)
+        let complete = schema != pg_sys::InvalidOid
+            && !relations.contains(&pg_sys::InvalidOid)
+            && catalog.ledger_key_index != pg_sys::InvalidOid
+            && catalog.ledger_ids != pg_sys::InvalidOid;
+        complete.then_some(catalog)
     }
 }
 
@@ -145,23 +183,23 @@ impl Tables {
     /// The tables, if they are where `catalog` says and as pg_credits made them.
     unsafe fn open_as(catalog: Catalog) -> Option<Tables> {
         let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-        let opened = [
-            pg_sys::try_table_open(catalog.accounts, lock),
-            pg_sys::try_index_open(catalog.accounts_pkey, lock),
-            pg_sys::try_table_open(catalog.ledger, lock),
-            pg_sys::try_index_open(catalog.ledger_pkey, lock),
-        ];
-        let names = [c"accounts", c"accounts_pkey", c"ledger", c"ledger_pkey"];
-        let in_place = opened.iter().zip(names).all(|(relation, name)| {
+        let opened: [pg_sys::Relation; 6] = std::array::from_fn(|i| {
+            let oid = catalog.relations[i];
+            if i % 2 == 0 { pg_sys::try_table_open(oid, lock) } else { pg_sys::try_index_open(oid, lock) }
+        });
+        let in_place = opened.iter().zip(RELATIONS).all(|(relation, name)| {
             !relation.is_null()
                 && (*(**relation).rd_rel).relnamespace == catalog.schema
                 && CStr::from_ptr((*(**relation).rd_rel).relname.data.as_ptr()) == name
         });
+        let [_, accounts_pkey, _, ledger_pkey, _, slots_pkey] = catalog.relations;
         let usable = in_place
             && pg_sys::get_rel_relkind(catalog.ledger_ids) == pg_sys::RELKIND_SEQUENCE as c_char
-            && as_made(opened[0], &ACCOUNT_COLUMNS, &[catalog.accounts_pkey])
-            && as_made(opened[2], &LEDGER_COLUMNS, &[catalog.ledger_pkey, catalog.ledger_key_index])
-            && only_our_guard_on_update(opened[0])
+            && as_made(opened[0], &ACCOUNT_COLUMNS, &[accounts_pkey])
+            && as_made(opened[2], &LEDGER_COLUMNS, &[ledger_pkey, catalog.ledger_key_index])
+            && as_made(opened[4], &SLOT_COLUMNS, &[slots_pkey])
+            && only_ours_on_update(opened[0], c"guard_update")
+            && only_ours_on_update(opened[4], c"refuse_direct_write")
             && no_insert_triggers(opened[2]);
         if !usable {
             for (index, relation) in opened.into_iter().enumerate() {
@@ -171,20 +209,15 @@ impl Tables {
             }
             return None;
         }
-        Some(Tables {
-            accounts: opened[0],
-            accounts_pkey: opened[1],
-            ledger: opened[2],
-            ledger_pkey: opened[3],
-            ledger_ids: catalog.ledger_ids,
-        })
+        let table = |i: usize| Table { heap: opened[i], pkey: opened[i + 1] };
+        Some(Tables { accounts: table(0), ledger: table(2), slots: table(4), ledger_ids: catalog.ledger_ids })
     }
 
     unsafe fn close(&self) {
-        close(self.accounts_pkey, true);
-        close(self.ledger_pkey, true);
-        close(self.accounts, false);
-        close(self.ledger, false);
+        for table in [&self.accounts, &self.ledger, &self.slots] {
+            close(table.pkey, true);
+            close(table.heap, false);
+        }
     }
 
     unsafe fn charge(
@@ -197,85 +230,93 @@ impl Tables {
         let account_datum = account.into_datum().expect("text is never NULL");
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
-        let read = self.read_account(snapshot, account_datum, cost, now);
-        pg_sys::UnregisterSnapshot(snapshot);
-        let (mut version, new_row, before, balance, threshold) = read?;
-
-        let mut failure = pg_sys::TM_FailureData::default();
-        let mut lock_mode = pg_sys::LockTupleMode::LockTupleNoKeyExclusive;
-        let result = pg_sys::heap_update(
-            self.accounts,
-            &mut version,
-            new_row,
-            pg_sys::GetCurrentCommandId(true),
-            std::ptr::null_mut(),
-            true,
-            &mut failure,
-            &mut lock_mode,
-        );
-        if result != pg_sys::TM_Result::TM_Ok {
-            // Someone else changed the row since our snapshot: nothing was written.
-            return None;
-        }
-        if !pg_sys::HeapTupleHeaderIsHeapOnly((*new_row).t_data) {
-            // Not a HOT update: the new version needs its own index entry.
-            index_entry(self.accounts_pkey, self.accounts, &mut [account_datum], new_row, true);
-        }
-        self.append_entry(account_datum, cost, &balance, reason, metadata, now);
-        pg_sys::CommandCounterIncrement();
-        let crossed = threshold.filter(|t| &before >= t && &balance < t);
-        Some(Charged { balance, crossed_threshold: crossed })
-    }
-
-    /// The account's visible row, checked, and the row to replace it with:
-    /// (its version, the new row, balance before, balance after, threshold).
-    #[allow(clippy::type_complexity)]
-    unsafe fn read_account(
-        &self,
-        snapshot: pg_sys::Snapshot,
-        account: Datum,
-        cost: &AnyNumeric,
-        now: Datum,
-    ) -> Option<(pg_sys::ItemPointerData, pg_sys::HeapTuple, AnyNumeric, AnyNumeric, Option<AnyNumeric>)> {
-        let mut key = pg_sys::ScanKeyData::default();
-        pg_sys::ScanKeyInit(
-            &mut key,
-            1,
-            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-            pg_sys::RegProcedure::from(pg_sys::F_TEXTEQ),
-            account,
-        );
-        let scan = pg_sys::index_beginscan(self.accounts, self.accounts_pkey, snapshot, 1, 0);
-        pg_sys::index_rescan(scan, &mut key, 1, std::ptr::null_mut(), 0);
-        let slot = pg_sys::table_slot_create(self.accounts, std::ptr::null_mut());
         let mut found = None;
-        if pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            pg_sys::slot_getsomeattrs_int(slot, ACCOUNT_COLUMNS.len() as i32);
-            let values = std::slice::from_raw_parts_mut((*slot).tts_values, ACCOUNT_COLUMNS.len());
-            let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, ACCOUNT_COLUMNS.len());
+        self.accounts.scan(snapshot, &mut [text_key(1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, version| {
             let plain = i32::from_datum(values[7], nulls[7]) == Some(0);
             let before = AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL");
             let floor = AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL");
             let after = before.clone() - cost.clone();
             if plain && after >= floor {
                 let threshold = AnyNumeric::from_datum(values[3], nulls[3]);
-                let mut new_values = values.to_vec();
-                new_values[1] = after.clone().into_datum().expect("a number");
-                new_values[6] = now;
-                let new_row = pg_sys::heap_form_tuple((*self.accounts).rd_att, new_values.as_mut_ptr(), nulls.as_mut_ptr());
-                found = Some(((*slot).tts_tid, new_row, before, after, threshold));
+                values[1] = after.clone().into_datum().expect("a number");
+                values[6] = now;
+                let new_row = pg_sys::heap_form_tuple((*self.accounts.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+                found = Some((version, new_row, before, after, threshold));
             }
+            false
+        });
+        pg_sys::UnregisterSnapshot(snapshot);
+        let (mut version, new_row, before, balance, threshold) = found?;
+        if !self.accounts.update(&mut version, new_row, &mut [account_datum]) {
+            return None;
         }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::index_endscan(scan);
-        found
+        self.append_entry(account_datum, cost, Some(&balance), reason, metadata, now);
+        pg_sys::CommandCounterIncrement();
+        let crossed = threshold.filter(|t| &before >= t && &balance < t);
+        Some(Charged { balance, crossed_threshold: crossed })
+    }
+
+    unsafe fn take_from_slot(
+        &self,
+        account: &str,
+        cost: &AnyNumeric,
+        slot: i32,
+        reason: Option<&str>,
+        metadata: Option<&JsonB>,
+    ) -> SlotCharge {
+        let account_datum = account.into_datum().expect("text is never NULL");
+        let slot_datum = slot.into_datum().expect("an integer");
+        let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
+        let mut found = None;
+        let mut cannot_pay = false;
+        let mut slot_key = [text_key(1, account_datum), int4_key(2, slot_datum)];
+        self.slots.scan(snapshot, &mut slot_key, SLOT_COLUMNS.len(), |values, nulls, version| {
+            let available = AnyNumeric::from_datum(values[2], nulls[2]).expect("available is NOT NULL");
+            let left = available - cost.clone();
+            cannot_pay = left < AnyNumeric::from(0);
+            if !cannot_pay {
+                values[2] = left.clone().into_datum().expect("a number");
+                let new_row = pg_sys::heap_form_tuple((*self.slots.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+                found = Some((version, new_row, left));
+            }
+            false
+        });
+        // The rest of the balance, as of the same snapshot: the other slots and the row.
+        let mut rest = AnyNumeric::from(0);
+        let mut threshold = None;
+        let mut hot = false;
+        if found.is_some() {
+            self.slots.scan(snapshot, &mut [text_key(1, account_datum)], SLOT_COLUMNS.len(), |values, nulls, _| {
+                if i32::from_datum(values[1], nulls[1]) != Some(slot) {
+                    rest = rest.clone() + AnyNumeric::from_datum(values[2], nulls[2]).expect("NOT NULL");
+                }
+                true
+            });
+            self.accounts.scan(snapshot, &mut [text_key(1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, _| {
+                hot = i32::from_datum(values[7], nulls[7]).is_some_and(|slots| slots > 0);
+                rest = rest.clone() + AnyNumeric::from_datum(values[1], nulls[1]).expect("NOT NULL");
+                threshold = AnyNumeric::from_datum(values[3], nulls[3]);
+                false
+            });
+        }
+        pg_sys::UnregisterSnapshot(snapshot);
+        let Some((mut version, new_row, left)) = found.filter(|_| hot) else {
+            return if cannot_pay { SlotCharge::CannotPay } else { SlotCharge::StepAside };
+        };
+        if !self.slots.update(&mut version, new_row, &mut [account_datum, slot_datum]) {
+            return SlotCharge::StepAside;
+        }
+        self.append_entry(account_datum, cost, None, reason, metadata, now);
+        pg_sys::CommandCounterIncrement();
+        SlotCharge::Taken { balance: rest + left, threshold }
     }
 
     unsafe fn append_entry(
         &self,
         account: Datum,
         cost: &AnyNumeric,
-        balance_after: &AnyNumeric,
+        balance_after: Option<&AnyNumeric>,
         reason: Option<&str>,
         metadata: Option<&JsonB>,
         now: Datum,
@@ -287,7 +328,7 @@ impl Tables {
             id.into_datum(),
             Some(account),
             (-cost.clone()).into_datum(),
-            balance_after.clone().into_datum(),
+            balance_after.cloned().into_datum(),
             "charge".into_datum(),
             reason.into_datum(),
             None,
@@ -297,32 +338,98 @@ impl Tables {
         ];
         let mut nulls = values.map(|v| v.is_none());
         let mut datums = values.each_mut().map(|v| v.unwrap_or(Datum::from(0)));
-        let entry = pg_sys::heap_form_tuple((*self.ledger).rd_att, datums.as_mut_ptr(), nulls.as_mut_ptr());
-        pg_sys::simple_heap_insert(self.ledger, entry);
+        let entry = pg_sys::heap_form_tuple((*self.ledger.heap).rd_att, datums.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::simple_heap_insert(self.ledger.heap, entry);
         // (account, id); the idempotency index is partial and has no entry for a NULL key.
-        index_entry(self.ledger_pkey, self.ledger, &mut [datums[1], datums[0]], entry, false);
+        self.ledger.index(&mut [datums[1], datums[0]], entry, false);
     }
 }
 
-/// Indexes a written row in a unique index whose key columns are `key` (none NULL).
-unsafe fn index_entry<const N: usize>(
-    index: pg_sys::Relation,
-    table: pg_sys::Relation,
-    key: &mut [Datum; N],
-    row: pg_sys::HeapTuple,
-    key_unchanged: bool,
-) {
-    let mut nulls = [false; N];
-    pg_sys::index_insert(
-        index,
-        key.as_mut_ptr(),
-        nulls.as_mut_ptr(),
-        &mut (*row).t_self,
-        table,
-        pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
-        key_unchanged,
-        pg_sys::BuildIndexInfo(index),
+impl Table {
+    /// Calls `each` with the columns and version of every row the primary key finds for
+    /// `keys` under `snapshot`, until it returns false. `each` may change the columns it
+    /// is given (to form a new row from them); they point into a pinned buffer.
+    unsafe fn scan(
+        &self,
+        snapshot: pg_sys::Snapshot,
+        keys: &mut [pg_sys::ScanKeyData],
+        columns: usize,
+        mut each: impl FnMut(&mut [Datum], &mut [bool], pg_sys::ItemPointerData) -> bool,
+    ) {
+        let scan = pg_sys::index_beginscan(self.heap, self.pkey, snapshot, keys.len() as i32, 0);
+        pg_sys::index_rescan(scan, keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
+        let slot = pg_sys::table_slot_create(self.heap, std::ptr::null_mut());
+        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+            pg_sys::slot_getsomeattrs_int(slot, columns as i32);
+            let values = std::slice::from_raw_parts_mut((*slot).tts_values, columns);
+            let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, columns);
+            if !each(values, nulls, (*slot).tts_tid) {
+                break;
+            }
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::index_endscan(scan);
+    }
+
+    /// Replaces `version` with `new_row` if it is still the latest version; false (and
+    /// nothing written) if another transaction changed it since the snapshot.
+    unsafe fn update(&self, version: &mut pg_sys::ItemPointerData, new_row: pg_sys::HeapTuple, key: &mut [Datum]) -> bool {
+        let mut failure = pg_sys::TM_FailureData::default();
+        let mut lock_mode = pg_sys::LockTupleMode::LockTupleNoKeyExclusive;
+        let result = pg_sys::heap_update(
+            self.heap,
+            version,
+            new_row,
+            pg_sys::GetCurrentCommandId(true),
+            std::ptr::null_mut(),
+            true,
+            &mut failure,
+            &mut lock_mode,
+        );
+        if result != pg_sys::TM_Result::TM_Ok {
+            return false;
+        }
+        if !pg_sys::HeapTupleHeaderIsHeapOnly((*new_row).t_data) {
+            // Not a HOT update: the new version needs its own index entry.
+            self.index(key, new_row, true);
+        }
+        true
+    }
+
+    /// Indexes a written row in the primary key, whose columns are `key` (none NULL).
+    unsafe fn index(&self, key: &mut [Datum], row: pg_sys::HeapTuple, key_unchanged: bool) {
+        let mut nulls = vec![false; key.len()];
+        pg_sys::index_insert(
+            self.pkey,
+            key.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+            &mut (*row).t_self,
+            self.heap,
+            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
+            key_unchanged,
+            pg_sys::BuildIndexInfo(self.pkey),
+        );
+    }
+}
+
+unsafe fn text_key(column: i16, value: Datum) -> pg_sys::ScanKeyData {
+    equal_key(column, pg_sys::F_TEXTEQ, value)
+}
+
+unsafe fn int4_key(column: i16, value: Datum) -> pg_sys::ScanKeyData {
+    equal_key(column, pg_sys::F_INT4EQ, value)
+}
+
+unsafe fn equal_key(column: i16, procedure: u32, value: Datum) -> pg_sys::ScanKeyData {
+    let mut key = pg_sys::ScanKeyData::default();
+    pg_sys::ScanKeyInit(
+        &mut key,
+        column,
+        pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+        pg_sys::RegProcedure::from(procedure),
+        value,
     );
+    key
 }
 
 /// Closes a relation and keeps its lock to the end of the transaction, as the executor does.
@@ -360,9 +467,10 @@ unsafe fn triggers(relation: pg_sys::Relation) -> Option<&'static pg_sys::Trigge
     (*relation).trigdesc.as_ref()
 }
 
-/// No trigger an UPDATE of an account fires, except pg_credits' AFTER guard.
-unsafe fn only_our_guard_on_update(accounts: pg_sys::Relation) -> bool {
-    let Some(desc) = triggers(accounts) else { return true };
+/// No trigger an UPDATE of the table fires, except pg_credits' own AFTER guard `guard`
+/// (whose WHEN clause is false for pg_credits' writes).
+unsafe fn only_ours_on_update(relation: pg_sys::Relation, guard: &CStr) -> bool {
+    let Some(desc) = triggers(relation) else { return true };
     if desc.trig_update_before_row
         || desc.trig_update_instead_row
         || desc.trig_update_before_statement
@@ -371,8 +479,7 @@ unsafe fn only_our_guard_on_update(accounts: pg_sys::Relation) -> bool {
         return false;
     }
     std::slice::from_raw_parts(desc.triggers, desc.numtriggers as usize).iter().all(|trigger| {
-        trigger.tgtype as u32 & pg_sys::TRIGGER_TYPE_UPDATE == 0
-            || CStr::from_ptr(trigger.tgname) == c"guard_update"
+        trigger.tgtype as u32 & pg_sys::TRIGGER_TYPE_UPDATE == 0 || CStr::from_ptr(trigger.tgname) == guard
     })
 }
 

@@ -26,6 +26,7 @@ use crate::accounts::{self, Account};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::ledger::{Entry, Movement};
 use crate::plans::{OwnWrite, Statement, INT4, JSONB, NUMERIC, TEXT};
+use crate::direct::{self, SlotCharge};
 use crate::{input, notify};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -162,7 +163,17 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<An
         return accounts::balance_of(client, entry.account);
     }
     if entry.movement == Movement::Charge {
-        if let Some((balance, threshold)) = take_from_slot(client, entry, slots) {
+        let slot = pick_slot(slots);
+        let taken = match entry.idempotency_key {
+            // The direct path writes no key (it would owe the key index an entry).
+            None => match direct::take_from_slot(entry.account, &entry.amount.value, slot, entry.reason, entry.metadata.as_ref()) {
+                SlotCharge::Taken { balance, threshold } => Some((balance, threshold)),
+                SlotCharge::CannotPay => None,
+                SlotCharge::StepAside => take_from_slot(client, entry, slot),
+            },
+            Some(_) => take_from_slot(client, entry, slot),
+        };
+        if let Some((balance, threshold)) = taken {
             let before = balance.clone() + entry.amount.value.clone();
             if notify::crossed(&before, &balance, threshold.as_ref()) {
                 notify::low_balance(client, entry.account, &balance, threshold.as_ref().expect("crossed"));
@@ -173,7 +184,7 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<An
     apply_gathered(client, entry)
 }
 
-/// Takes the charge from this transaction's slot, inside a subtransaction that is rolled
+/// Takes the charge from slot `slot` with SQL, inside a subtransaction that is rolled
 /// back when the slot cannot pay. Why: an UPDATE that waited for a slot and then found
 /// it too low keeps that slot locked, and this charge is about to wait for the account
 /// row, whose holder (gathering) waits for that very slot: a deadlock without the
@@ -181,11 +192,11 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<An
 fn take_from_slot(
     client: &SpiClient<'_>,
     entry: &Entry<'_>,
-    slots: i32,
+    slot: i32,
 ) -> Option<(AnyNumeric, Option<AnyNumeric>)> {
     let _own = OwnWrite::begin(entry.account);
     let [account, amount, reason, key, metadata] = entry.arguments();
-    let args = [account, amount, reason, key, metadata, pick_slot(slots).into()];
+    let args = [account, amount, reason, key, metadata, slot.into()];
     // SAFETY: the subtransaction is always closed (released, rolled back, or rolled back
     // before an error is re-raised), and the caller's memory context and resource owner
     // are restored, as PL/pgSQL does around its exception blocks.

@@ -114,3 +114,13 @@ fn tables_changed_by_hand_are_honoured() {
     assert_eq!(audited, 1, "the trigger is gone: no new audit row");
     assert_ledger_invariant(&mut client);
 }
+
+#[test]
+fn a_read_only_transaction_cannot_charge() {
+    let mut client = account("direct_read_only");
+    let mut tx = client.build_transaction().read_only(true).start().unwrap();
+    let error = db_error(tx.query_one("SELECT credits.charge('a', 1)", &[]));
+    assert_eq!(error.code().code(), "25006", "read_only_sql_transaction");
+    tx.rollback().unwrap();
+    assert_eq!(balance(&mut client, "a"), dec("1000"));
+}
