@@ -3,8 +3,8 @@
 reported as a ratio to the PL/pgSQL baseline measured in the same run. Called by
 bench/run.sh, which starts the cluster; standard library only.
 
-    bench/run.sh            # full suite (about 12 minutes)
-    bench/run.sh --quick    # the same rows, shorter (about 3 minutes)
+    bench/run.sh            # full suite (about 9 minutes on 2 cores)
+    bench/run.sh --quick    # the same rows, shorter, no 10M-row ledger (about 2.5 minutes)
 """
 import csv
 import os
@@ -157,7 +157,7 @@ def write_reports(results, charges, before, after):
     lines = [
         "# Benchmarks", "",
         f"`bench/run.sh{' --quick' if QUICK else ''}` on {machine}; PostgreSQL 15, "
-        f"{SECONDS} s per row, 10,000 accounts picked at random by every row.",
+        f"{SECONDS} s per row, the charge rows pick one of 10,000 accounts at random.",
         "Every row runs with `pgbench -M prepared`: each statement is parsed and planned once per",
         "connection, so the baselines (the PL/pgSQL function, the client's two statements, the bare",
         "UPDATE) are as cheap as they can be. Ratios are to the PL/pgSQL baseline (8 clients) of the",
@@ -165,7 +165,8 @@ def write_reports(results, charges, before, after):
         "rows charge one account set to 32 slots (one per client) and to 16; the `charge_many` rows",
         "send batches of 1,000 and 10,000 charges from one client, and their TPS is batches per",
         "second (charges per second in the targets below).", "",
-        "Reproduce: `bench/run.sh` (the full suite, about 15 minutes) or `bench/run.sh --quick`",
+        "Reproduce from a fresh clone (it installs what it needs): `bench/run.sh` (the full suite,",
+        "about 9 minutes here) or `bench/run.sh --quick`",
         "(under 3 minutes, without the 10-million-row ledger).", "",
         "| mode | row | TPS | p50 ms | p99 ms | × PL/pgSQL |", "|---|---|---:|---:|---:|---:|",
     ]
