@@ -27,6 +27,7 @@
 //! - SERIALIZABLE's read and write tracking happens inside the access methods used here.
 //! - A read-only transaction (or a standby) is left to the SQL path, which refuses it.
 
+use crate::ledger::Entry;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::{AnyNumeric, FromDatum, IntoDatum, JsonB};
 use std::cell::Cell;
@@ -76,28 +77,17 @@ pub enum SlotCharge {
     StepAside,
 }
 
-/// Charges `cost` (positive) to a plain account, or returns `None` having written nothing.
-pub fn charge(
-    account: &str,
-    cost: &AnyNumeric,
-    reason: Option<&str>,
-    metadata: Option<&JsonB>,
-) -> Option<Charged> {
+/// Makes a charge (no idempotency key, a positive cost) of a plain account, or returns
+/// `None` having written nothing.
+pub fn charge(entry: &Entry<'_>) -> Option<Charged> {
     // SAFETY: see `with_tables`.
-    unsafe { with_tables(|tables| tables.charge(account, cost, reason, metadata)).flatten() }
+    unsafe { with_tables(|tables| tables.charge(entry)).flatten() }
 }
 
-/// Charges `cost` (positive) to slot `slot` of a hot account.
-pub fn take_from_slot(
-    account: &str,
-    cost: &AnyNumeric,
-    slot: i32,
-    reason: Option<&str>,
-    metadata: Option<&JsonB>,
-) -> SlotCharge {
+/// Takes a charge (no idempotency key, a positive cost) from slot `slot` of a hot account.
+pub fn take_from_slot(entry: &Entry<'_>, slot: i32) -> SlotCharge {
     // SAFETY: see `with_tables`.
-    unsafe { with_tables(|tables| tables.take_from_slot(account, cost, slot, reason, metadata)) }
-        .unwrap_or(SlotCharge::StepAside)
+    unsafe { with_tables(|tables| tables.take_from_slot(entry, slot)) }.unwrap_or(SlotCharge::StepAside)
 }
 
 /// Runs `f` on pg_credits' tables, opened; `None` when they cannot be used directly.
@@ -220,14 +210,9 @@ impl Tables {
         }
     }
 
-    unsafe fn charge(
-        &self,
-        account: &str,
-        cost: &AnyNumeric,
-        reason: Option<&str>,
-        metadata: Option<&JsonB>,
-    ) -> Option<Charged> {
-        let account_datum = account.into_datum().expect("text is never NULL");
+    unsafe fn charge(&self, entry: &Entry<'_>) -> Option<Charged> {
+        let cost = &entry.amount.value;
+        let account_datum = entry.account.into_datum().expect("text is never NULL");
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
         let mut found = None;
@@ -250,21 +235,15 @@ impl Tables {
         if !self.accounts.update(&mut version, new_row, &mut [account_datum]) {
             return None;
         }
-        self.append_entry(account_datum, cost, Some(&balance), reason, metadata, now);
+        self.append_entry(entry, account_datum, Some(&balance), now);
         pg_sys::CommandCounterIncrement();
         let crossed = threshold.filter(|t| &before >= t && &balance < t);
         Some(Charged { balance, crossed_threshold: crossed })
     }
 
-    unsafe fn take_from_slot(
-        &self,
-        account: &str,
-        cost: &AnyNumeric,
-        slot: i32,
-        reason: Option<&str>,
-        metadata: Option<&JsonB>,
-    ) -> SlotCharge {
-        let account_datum = account.into_datum().expect("text is never NULL");
+    unsafe fn take_from_slot(&self, entry: &Entry<'_>, slot: i32) -> SlotCharge {
+        let cost = &entry.amount.value;
+        let account_datum = entry.account.into_datum().expect("text is never NULL");
         let slot_datum = slot.into_datum().expect("an integer");
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
@@ -307,41 +286,33 @@ impl Tables {
         if !self.slots.update(&mut version, new_row, &mut [account_datum, slot_datum]) {
             return SlotCharge::StepAside;
         }
-        self.append_entry(account_datum, cost, None, reason, metadata, now);
+        self.append_entry(entry, account_datum, None, now);
         pg_sys::CommandCounterIncrement();
         SlotCharge::Taken { balance: rest + left, threshold }
     }
 
-    unsafe fn append_entry(
-        &self,
-        account: Datum,
-        cost: &AnyNumeric,
-        balance_after: Option<&AnyNumeric>,
-        reason: Option<&str>,
-        metadata: Option<&JsonB>,
-        now: Datum,
-    ) {
+    unsafe fn append_entry(&self, entry: &Entry<'_>, account: Datum, balance_after: Option<&AnyNumeric>, now: Datum) {
         let id: i64 = pgrx::direct_function_call(pg_sys::nextval_oid, &[self.ledger_ids.into_datum()])
             .expect("nextval returns a value");
         let txid = pg_sys::GetTopFullTransactionId().value;
         let mut values = [
             id.into_datum(),
             Some(account),
-            (-cost.clone()).into_datum(),
+            (-entry.amount.value.clone()).into_datum(),
             balance_after.cloned().into_datum(),
             "charge".into_datum(),
-            reason.into_datum(),
+            entry.reason.into_datum(),
             None,
-            metadata.map(|m| JsonB(m.0.clone())).into_datum(),
+            entry.metadata.as_ref().map(|m| JsonB(m.0.clone())).into_datum(),
             Some(now),
             Some(Datum::from(txid)),
         ];
         let mut nulls = values.map(|v| v.is_none());
         let mut datums = values.each_mut().map(|v| v.unwrap_or(Datum::from(0)));
-        let entry = pg_sys::heap_form_tuple((*self.ledger.heap).rd_att, datums.as_mut_ptr(), nulls.as_mut_ptr());
-        pg_sys::simple_heap_insert(self.ledger.heap, entry);
+        let row = pg_sys::heap_form_tuple((*self.ledger.heap).rd_att, datums.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::simple_heap_insert(self.ledger.heap, row);
         // (account, id); the idempotency index is partial and has no entry for a NULL key.
-        self.ledger.index(&mut [datums[1], datums[0]], entry, false);
+        self.ledger.index(&mut [datums[1], datums[0]], row, false);
     }
 }
 

@@ -166,7 +166,7 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<An
         let slot = pick_slot(slots);
         let taken = match entry.idempotency_key {
             // The direct path writes no key (it would owe the key index an entry).
-            None => match direct::take_from_slot(entry.account, &entry.amount.value, slot, entry.reason, entry.metadata.as_ref()) {
+            None => match direct::take_from_slot(entry, slot) {
                 SlotCharge::Taken { balance, threshold } => Some((balance, threshold)),
                 SlotCharge::CannotPay => None,
                 SlotCharge::StepAside => take_from_slot(client, entry, slot),

@@ -216,7 +216,7 @@ impl Entry<'_> {
         if !eligible {
             return None;
         }
-        let charged = direct::charge(self.account, &self.amount.value, self.reason, self.metadata.as_ref())?;
+        let charged = direct::charge(self)?;
         if let Some(threshold) = &charged.crossed_threshold {
             Spi::connect_mut(|client| notify::low_balance(client, self.account, &charged.balance, threshold));
         }
