@@ -1,5 +1,6 @@
-//! The direct charge (src/direct.rs) writes the tables without the executor: these
-//! tests check that what it writes is exactly what the SQL path writes, that indexes
+//! The direct paths (src/direct.rs: a charge, a slot charge) write the tables without
+//! the executor: these tests check that what they write is exactly what the SQL path
+//! writes, that indexes
 //! stay complete (amcheck), that transactions and savepoints see and undo it like any
 //! write, and that tables changed by hand make charges take the SQL path instead.
 
@@ -71,7 +72,11 @@ fn indexes_hold_every_row_the_direct_path_wrote() {
             "CREATE EXTENSION amcheck;
              SELECT credits.create_account('acct-' || i, 100) FROM generate_series(1, 200) i;
              SELECT credits.charge('acct-' || (i % 200 + 1), 0.25) FROM generate_series(1, 20000) i;
-             SELECT credits.charge('a', 1) FROM generate_series(1, 500);",
+             SELECT credits.charge('a', 1) FROM generate_series(1, 500);
+             SELECT count(*) FROM credits.charge_many(
+                 ARRAY(SELECT 'acct-' || (i % 200 + 1) FROM generate_series(1, 2000) i),
+                 array_fill(0.25::numeric, ARRAY[2000]),
+                 ARRAY(SELECT 'usage-' || i FROM generate_series(1, 2000) i));",
         )
         .unwrap();
     for index in ["credits.accounts_pkey", "credits.ledger_pkey", "credits.ledger_idempotency_key"] {
@@ -79,7 +84,12 @@ fn indexes_hold_every_row_the_direct_path_wrote() {
             .execute(&format!("SELECT bt_index_check('{index}', heapallindexed => true)"), &[])
             .unwrap_or_else(|e| panic!("{index}: {e}"));
     }
-    assert_eq!(balance(&mut client, "acct-1"), dec("75"));
+    assert_eq!(balance(&mut client, "acct-1"), dec("72.5"));
+    let keyed: i64 = client
+        .query_one("SELECT count(*) FROM credits.ledger WHERE idempotency_key LIKE 'usage-%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(keyed, 2000);
     assert_ledger_invariant(&mut client);
 }
 
