@@ -81,27 +81,28 @@ pub enum SlotCharge {
 /// `None` having written nothing.
 pub fn charge(entry: &Entry<'_>) -> Option<Charged> {
     // SAFETY: see `with_tables`.
-    unsafe { with_tables(|tables| tables.charge(entry)).flatten() }
+    unsafe { with_tables(false, |tables| tables.charge(entry)).flatten() }
 }
 
 /// Takes a charge (no idempotency key, a positive cost) from slot `slot` of a hot account.
 pub fn take_from_slot(entry: &Entry<'_>, slot: i32) -> SlotCharge {
     // SAFETY: see `with_tables`.
-    unsafe { with_tables(|tables| tables.take_from_slot(entry, slot)) }.unwrap_or(SlotCharge::StepAside)
+    unsafe { with_tables(true, |tables| tables.take_from_slot(entry, slot)) }.unwrap_or(SlotCharge::StepAside)
 }
 
-/// Runs `f` on pg_credits' tables, opened; `None` when they cannot be used directly.
+/// Runs `f` on pg_credits' tables (the slots too if `with_slots`), opened; `None` when
+/// they cannot be used directly.
 ///
 /// SAFETY (for everything below): every relation opened is closed (locks kept to the end
 /// of the transaction, as the executor does), scans and slots are released before any
 /// write, and every tuple is formed from copies before the buffer it came from is let go.
-unsafe fn with_tables<T>(f: impl FnOnce(&Tables) -> T) -> Option<T> {
+unsafe fn with_tables<T>(with_slots: bool, f: impl FnOnce(&Tables) -> T) -> Option<T> {
     if pg_sys::XactReadOnly {
         // The executor refuses writes in a read-only transaction (or on a standby); the
         // heap access methods do not check: leave it to the SQL path's error.
         return None;
     }
-    let tables = Tables::open()?;
+    let tables = Tables::open(with_slots)?;
     let result = f(&tables);
     tables.close();
     Some(result)
@@ -116,7 +117,8 @@ struct Table {
 struct Tables {
     accounts: Table,
     ledger: Table,
-    slots: Table,
+    /// Opened only for a slot charge.
+    slots: Option<Table>,
     ledger_ids: Oid,
 }
 
@@ -159,24 +161,27 @@ impl Catalog {
 }
 
 impl Tables {
-    unsafe fn open() -> Option<Tables> {
+    unsafe fn open(with_slots: bool) -> Option<Tables> {
         if let Some(catalog) = CATALOG.get() {
-            if let Some(tables) = Tables::open_as(catalog) {
+            if let Some(tables) = Tables::open_as(catalog, with_slots) {
                 return Some(tables);
             }
         }
         let catalog = Catalog::look_up()?;
         CATALOG.set(Some(catalog));
-        Tables::open_as(catalog)
+        Tables::open_as(catalog, with_slots)
     }
 
     /// The tables, if they are where `catalog` says and as pg_credits made them.
-    unsafe fn open_as(catalog: Catalog) -> Option<Tables> {
+    unsafe fn open_as(catalog: Catalog, with_slots: bool) -> Option<Tables> {
         let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-        let opened: [pg_sys::Relation; 6] = std::array::from_fn(|i| {
-            let oid = catalog.relations[i];
-            if i % 2 == 0 { pg_sys::try_table_open(oid, lock) } else { pg_sys::try_index_open(oid, lock) }
-        });
+        let wanted = if with_slots { 6 } else { 4 };
+        let opened: Vec<pg_sys::Relation> = (0..wanted)
+            .map(|i| {
+                let oid = catalog.relations[i];
+                if i % 2 == 0 { pg_sys::try_table_open(oid, lock) } else { pg_sys::try_index_open(oid, lock) }
+            })
+            .collect();
         let in_place = opened.iter().zip(RELATIONS).all(|(relation, name)| {
             !relation.is_null()
                 && (*(**relation).rd_rel).relnamespace == catalog.schema
@@ -187,10 +192,11 @@ impl Tables {
             && pg_sys::get_rel_relkind(catalog.ledger_ids) == pg_sys::RELKIND_SEQUENCE as c_char
             && as_made(opened[0], &ACCOUNT_COLUMNS, &[accounts_pkey])
             && as_made(opened[2], &LEDGER_COLUMNS, &[ledger_pkey, catalog.ledger_key_index])
-            && as_made(opened[4], &SLOT_COLUMNS, &[slots_pkey])
             && only_ours_on_update(opened[0], c"guard_update")
-            && only_ours_on_update(opened[4], c"refuse_direct_write")
-            && no_insert_triggers(opened[2]);
+            && no_insert_triggers(opened[2])
+            && (!with_slots
+                || (as_made(opened[4], &SLOT_COLUMNS, &[slots_pkey])
+                    && only_ours_on_update(opened[4], c"refuse_direct_write")));
         if !usable {
             for (index, relation) in opened.into_iter().enumerate() {
                 if !relation.is_null() {
@@ -200,11 +206,16 @@ impl Tables {
             return None;
         }
         let table = |i: usize| Table { heap: opened[i], pkey: opened[i + 1] };
-        Some(Tables { accounts: table(0), ledger: table(2), slots: table(4), ledger_ids: catalog.ledger_ids })
+        Some(Tables {
+            accounts: table(0),
+            ledger: table(2),
+            slots: with_slots.then(|| table(4)),
+            ledger_ids: catalog.ledger_ids,
+        })
     }
 
     unsafe fn close(&self) {
-        for table in [&self.accounts, &self.ledger, &self.slots] {
+        for table in [Some(&self.accounts), Some(&self.ledger), self.slots.as_ref()].into_iter().flatten() {
             close(table.pkey, true);
             close(table.heap, false);
         }
@@ -243,6 +254,7 @@ impl Tables {
 
     unsafe fn take_from_slot(&self, entry: &Entry<'_>, slot: i32) -> SlotCharge {
         let cost = &entry.amount.value;
+        let slots = self.slots.as_ref().expect("opened for a slot charge");
         let account_datum = entry.account.into_datum().expect("text is never NULL");
         let slot_datum = slot.into_datum().expect("an integer");
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
@@ -250,13 +262,13 @@ impl Tables {
         let mut found = None;
         let mut cannot_pay = false;
         let mut slot_key = [text_key(1, account_datum), int4_key(2, slot_datum)];
-        self.slots.scan(snapshot, &mut slot_key, SLOT_COLUMNS.len(), |values, nulls, version| {
+        slots.scan(snapshot, &mut slot_key, SLOT_COLUMNS.len(), |values, nulls, version| {
             let available = AnyNumeric::from_datum(values[2], nulls[2]).expect("available is NOT NULL");
             let left = available - cost.clone();
             cannot_pay = left < AnyNumeric::from(0);
             if !cannot_pay {
                 values[2] = left.clone().into_datum().expect("a number");
-                let new_row = pg_sys::heap_form_tuple((*self.slots.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+                let new_row = pg_sys::heap_form_tuple((*slots.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
                 found = Some((version, new_row, left));
             }
             false
@@ -266,7 +278,7 @@ impl Tables {
         let mut threshold = None;
         let mut hot = false;
         if found.is_some() {
-            self.slots.scan(snapshot, &mut [text_key(1, account_datum)], SLOT_COLUMNS.len(), |values, nulls, _| {
+            slots.scan(snapshot, &mut [text_key(1, account_datum)], SLOT_COLUMNS.len(), |values, nulls, _| {
                 if i32::from_datum(values[1], nulls[1]) != Some(slot) {
                     rest = rest.clone() + AnyNumeric::from_datum(values[2], nulls[2]).expect("NOT NULL");
                 }
@@ -283,7 +295,7 @@ impl Tables {
         let Some((mut version, new_row, left)) = found.filter(|_| hot) else {
             return if cannot_pay { SlotCharge::CannotPay } else { SlotCharge::StepAside };
         };
-        if !self.slots.update(&mut version, new_row, &mut [account_datum, slot_datum]) {
+        if !slots.update(&mut version, new_row, &mut [account_datum, slot_datum]) {
             return SlotCharge::StepAside;
         }
         self.append_entry(entry, account_datum, None, now);

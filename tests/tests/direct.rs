@@ -1,8 +1,8 @@
 //! The direct paths (src/direct.rs: a charge, a slot charge) write the tables without
 //! the executor: these tests check that what they write is exactly what the SQL path
-//! writes, that indexes
-//! stay complete (amcheck), that transactions and savepoints see and undo it like any
-//! write, and that tables changed by hand make charges take the SQL path instead.
+//! writes, that indexes stay complete (amcheck), that transactions and savepoints see
+//! and undo it like any write, and that tables changed by hand make charges take the
+//! SQL path instead.
 
 use pg_credits_client_tests::*;
 use rust_decimal::Decimal;
