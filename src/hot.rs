@@ -18,6 +18,9 @@
 //! - The ledger gets one entry per charge, as always; entries taken from a slot have no
 //!   `balance_after` (NULL), because parallel charges have no single order.
 //!
+//! A charge without a key takes from its slot through the direct path (`direct`); one
+//! with a key, or one the direct path steps aside from, through SQL.
+//!
 //! A transaction picks the same slot for every charge it makes to an account, so it
 //! never waits on itself; two transactions that each charge a hot account several times
 //! can still deadlock when one of them has to gather (PostgreSQL cancels one with 40P01).
@@ -25,8 +28,8 @@
 use crate::accounts::{self, Account};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::ledger::{Entry, Movement};
-use crate::plans::{OwnWrite, Statement, INT4, JSONB, NUMERIC, TEXT};
 use crate::direct::{self, SlotCharge};
+use crate::plans::{OwnWrite, Statement, INT4, JSONB, NUMERIC, TEXT};
 use crate::{input, notify};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
