@@ -134,3 +134,27 @@ fn a_read_only_transaction_cannot_charge() {
     tx.rollback().unwrap();
     assert_eq!(balance(&mut client, "a"), dec("1000"));
 }
+
+#[test]
+fn large_metadata_survives_direct_writes() {
+    let mut client = account("direct_toast");
+    // Incompressible JSON near the 8 KB limit: stored out of line (TOAST) in both tables.
+    let big: String = (0..700u32).map(|i| format!("{:08x}", i.wrapping_mul(2_654_435_761))).collect();
+    let metadata = format!("{{\"blob\": \"{}\"}}", &big[..5600]);
+    client.execute("SELECT credits.set_metadata('a', $1::text::jsonb)", &[&metadata]).unwrap();
+    for _ in 0..5 {
+        client.query_one("SELECT credits.charge('a', 1, metadata => $1::text::jsonb)", &[&metadata]).unwrap();
+    }
+    let row = client
+        .query_one(
+            "SELECT (SELECT metadata::text FROM credits.accounts WHERE account = 'a'),
+                    (SELECT count(*) FROM credits.ledger WHERE metadata::text = $1::text::jsonb::text)",
+            &[&metadata],
+        )
+        .unwrap();
+    let stored: String = row.get(0);
+    assert_eq!(stored, client.query_one("SELECT $1::text::jsonb::text", &[&metadata]).unwrap().get::<_, String>(0));
+    assert_eq!(row.get::<_, i64>(1), 5);
+    assert_eq!(balance(&mut client, "a"), dec("995"));
+    assert_ledger_invariant(&mut client);
+}
