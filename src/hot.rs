@@ -60,6 +60,10 @@ pub fn remember(account: &str, slots: i32) {
             hot.remove(account);
             return;
         }
+        if hot.get(account) == Some(&slots) {
+            // Every charge of a hot account passes here: no new String when nothing changed.
+            return;
+        }
         if hot.len() >= REMEMBERED {
             hot.clear();
         }

@@ -62,10 +62,7 @@ impl Statement {
         client: &SpiClient<'conn>,
         args: &[DatumWithOid<'_>],
     ) -> Option<Row<'conn>> {
-        let table = with_pinned_search_path(|| {
-            let plan = self.plan(client).expect("the extension's SQL prepares");
-            client.select(plan, None, args).expect("the extension's SQL runs")
-        });
+        let table = self.all_rows(client, args);
         (!table.is_empty()).then(|| Row(table.first()))
     }
 
