@@ -11,7 +11,7 @@
 //! first failed item is raised instead, with its SQLSTATE, and nothing is charged.
 
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::ledger::{Entry, Movement};
+use crate::ledger::{Applied, Entry, Movement};
 use crate::plans::{OwnWrite, Statement, NUMERIC_ARRAY, TEXT, TEXT_ARRAY};
 use crate::{input, notify};
 use pgrx::prelude::*;
@@ -265,7 +265,8 @@ fn decide(
             metadata: None,
         };
         return match entry.apply(client) {
-            Ok(balance) => Outcome::Charged(balance),
+            Ok(Applied::Moved(balance)) => Outcome::Charged(balance),
+            Ok(Applied::Replayed(balance)) => Outcome::Replayed(Some(balance)),
             Err(error) => Outcome::Failed(error),
         };
     }

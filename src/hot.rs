@@ -27,7 +27,7 @@
 
 use crate::accounts::{self, Account};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::ledger::{Entry, Movement};
+use crate::ledger::{Applied, Entry, Movement};
 use crate::direct::{self, SlotCharge};
 use crate::plans::{OwnWrite, Statement, INT4, JSONB, NUMERIC, TEXT};
 use crate::{input, notify};
@@ -155,19 +155,19 @@ static LOCK_KEY: Statement = Statement {
 };
 
 /// A movement of a hot account with `slots` slots.
-pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<AnyNumeric> {
+pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Applied> {
     remember(entry.account, slots);
     if let Some(key) = entry.idempotency_key {
         LOCK_KEY.first_row(client, &[entry.account.into(), key.into()]);
         if let Some(balance_after) = entry.replay(client, key)? {
             return match balance_after {
-                Some(balance_after) => Ok(balance_after),
-                None => accounts::balance_of(client, entry.account),
+                Some(balance_after) => Ok(Applied::Replayed(balance_after)),
+                None => accounts::balance_of(client, entry.account).map(Applied::Replayed),
             };
         }
     }
     if entry.amount.is_zero() {
-        return accounts::balance_of(client, entry.account);
+        return accounts::balance_of(client, entry.account).map(Applied::Moved);
     }
     if entry.movement == Movement::Charge {
         let slot = pick_slot(slots);
@@ -185,7 +185,7 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<An
             if notify::crossed(&before, &balance, threshold.as_ref()) {
                 notify::low_balance(client, entry.account, &balance, threshold.as_ref().expect("crossed"));
             }
-            return Ok(balance);
+            return Ok(Applied::Moved(balance));
         }
     }
     apply_gathered(client, entry)
@@ -236,7 +236,7 @@ fn take_from_slot(
 }
 
 /// Under the account row lock, on the exact total: what a plain account does.
-fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<AnyNumeric> {
+fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<Applied> {
     let Some(account) = accounts::lock(client, entry.account) else {
         // Gone since this backend saw it hot: start over without the hint (a recharge
         // opens the account again).
@@ -250,7 +250,7 @@ fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<AnyNumeri
     }
     let balance = gather(client, entry.account);
     let whole = Account { balance, ..account };
-    let result = entry.check(&whole).map(|()| entry.apply_to_locked_balance(client));
+    let result = entry.check(&whole).map(|()| Applied::Moved(entry.apply_to_locked_balance(client)));
     spread(client, entry.account);
     result
 }

@@ -192,7 +192,22 @@ fn movement(
     if let Some(balance_after) = entry.apply_directly() {
         return Ok(balance_after);
     }
-    Spi::connect_mut(|client| entry.apply(client))
+    Spi::connect_mut(|client| entry.apply(client)).map(Applied::balance)
+}
+
+/// What a movement did: moved the money, or found that its idempotency key already had.
+/// Either way, the balance after it.
+pub enum Applied {
+    Moved(AnyNumeric),
+    Replayed(AnyNumeric),
+}
+
+impl Applied {
+    pub fn balance(self) -> AnyNumeric {
+        match self {
+            Applied::Moved(balance) | Applied::Replayed(balance) => balance,
+        }
+    }
 }
 
 /// One movement of one account, validated.
@@ -223,13 +238,13 @@ impl Entry<'_> {
         Some(charged.balance)
     }
 
-    pub fn apply(&self, client: &SpiClient<'_>) -> Result<AnyNumeric> {
+    pub fn apply(&self, client: &SpiClient<'_>) -> Result<Applied> {
         if let Some(slots) = hot::known_slots(self.account) {
             return hot::apply(client, self, slots);
         }
         if self.idempotency_key.is_none() && !self.amount.is_zero() {
             if let Some(balance_after) = self.try_apply(client, self.movement.statement()) {
-                return Ok(balance_after);
+                return Ok(Applied::Moved(balance_after));
             }
         }
         // The fast path wrote nothing: there is a key, nothing to move, the account is
@@ -246,7 +261,7 @@ impl Entry<'_> {
     }
 
     /// The slow path of a plain account: lock it so the figures we act on cannot move.
-    pub fn apply_locked(&self, client: &SpiClient<'_>) -> Result<AnyNumeric> {
+    pub fn apply_locked(&self, client: &SpiClient<'_>) -> Result<Applied> {
         let account = accounts::lock(client, self.account).ok_or_else(|| self.not_found())?;
         if account.slots > 0 {
             // Made hot since we looked.
@@ -254,17 +269,18 @@ impl Entry<'_> {
         }
         if let Some(key) = self.idempotency_key {
             if let Some(balance_after) = self.replay(client, key)? {
-                return Ok(balance_after.unwrap_or(account.balance));
+                return Ok(Applied::Replayed(balance_after.unwrap_or(account.balance)));
             }
         }
         if self.amount.is_zero() {
             // Moves nothing and writes nothing; a recharge still opened the account.
-            return Ok(account.balance);
+            return Ok(Applied::Moved(account.balance));
         }
         self.check(&account)?;
-        Ok(self
-            .try_apply(client, self.movement.statement())
-            .expect("a locked account that accepts the movement"))
+        Ok(Applied::Moved(
+            self.try_apply(client, self.movement.statement())
+                .expect("a locked account that accepts the movement"),
+        ))
     }
 
     /// Whether the locked account can take this movement.

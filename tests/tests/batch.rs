@@ -70,6 +70,25 @@ fn keys_replay_within_a_batch_and_across_calls() {
 }
 
 #[test]
+fn a_hot_accounts_keys_replay_within_a_batch_and_across_calls() {
+    let mut client = setup("batch_keys_hot");
+    let args = "ARRAY['h', 'h', 'h'], ARRAY[10, 10, 20]::numeric[], ARRAY['k1', 'k1', 'k1']";
+    let first = charge_many(&mut client, args);
+    let statuses: Vec<&str> = first.iter().map(|i| i.2.as_str()).collect();
+    assert_eq!(statuses, ["charged", "replayed", "failed"]);
+    assert_eq!(first[0].3, Some(dec("40")));
+    assert_eq!(first[1].3, Some(dec("40")), "a slot entry records no balance: the current one");
+    assert_eq!(first[2].4.as_ref().unwrap()["name"], "IdempotencyConflictError");
+    let again = charge_many(&mut client, args);
+    assert_eq!(again.iter().map(|i| i.2.as_str()).collect::<Vec<_>>(), ["replayed", "replayed", "failed"]);
+    assert_eq!(balance(&mut client, "h"), dec("40"));
+    let entries: i64 =
+        client.query_one("SELECT count(*) FROM credits.ledger WHERE account = 'h' AND kind = 'charge'", &[]).unwrap().get(0);
+    assert_eq!(entries, 1);
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
 fn all_or_nothing_raises_the_first_failure_and_charges_nothing() {
     let mut client = setup("batch_atomic");
     let error = db_error(client.query(

@@ -53,6 +53,11 @@ SELECT item, status, balance, error->>'name' AS error
                            ARRAY['usage-1', 'usage-1', 'usage-1']);
 SELECT item, status, balance
   FROM credits.charge_many(ARRAY['small'], ARRAY[1]::numeric[], ARRAY['usage-1']);
+-- The same for a hot account (its slot entries record no balance: the current one is shown).
+SELECT item, status, balance
+  FROM credits.charge_many(ARRAY['busy', 'busy'], ARRAY[1, 1]::numeric[], ARRAY['usage-2', 'usage-2']);
+SELECT item, status, balance
+  FROM credits.charge_many(ARRAY['busy'], ARRAY[1]::numeric[], ARRAY['usage-2']);
 -- All or nothing: the first failure is raised with its SQLSTATE and nothing is charged.
 SELECT * FROM credits.charge_many(ARRAY['small', 'small'], ARRAY[1, 100]::numeric[], all_or_nothing => true);
 SELECT credits.balance('small');
