@@ -111,6 +111,8 @@ ROWS = [
     ("floor with the ledger entry: UPDATE + INSERT in one statement, 8 clients", "update_with_entry.sql", 8, None),
     ("floor with the ledger entry: UPDATE + INSERT in one statement, 1 client", "update_with_entry.sql", 1, None),
     ("floor: pgbench -N, 8 clients", "builtin -N", 8, None),
+    ("server time per call: 1,000 credits.charge in one statement, 1 client", "charge_in_statement.sql", 1, None),
+    ("server time per call: 1,000 PL/pgSQL charges in one statement, 1 client", "plpgsql_in_statement.sql", 1, None),
     ("hot account (plain), 32 clients", "hot.sql", 32, None),
     ("hot account (32 slots), 32 clients", "hot_slots.sql", 32, None),
     ("hot account (16 slots), 32 clients", "hot_16_slots.sql", 32, None),
@@ -189,6 +191,7 @@ def gap_to_the_floor(results):
     charge, update, entry = "credits.charge, 8", "floor: one-statement", "floor with the ledger entry: UPDATE + INSERT in one statement, 8"
     wal = lambda prefix: f"{row('durable', prefix)['wal_bytes_per_tx']:.0f}"
     floor_over_plpgsql = row("sync off", update)["tps"] / row("sync off", "baseline: PL/pgSQL function, 8")["tps"]
+    per_call = lambda name: row("sync off", f"server time per call: 1,000 {name}")["p50_ms"]  # ms per 1,000 = µs
     return [
         "", "## The gap to the bare UPDATE", "",
         "| ratio | sync off | durable |", "|---|---:|---:|",
@@ -196,6 +199,12 @@ def gap_to_the_floor(results):
         f"| charge ÷ UPDATE + INSERT in one statement, TPS, 8 clients | {cells(charge, entry)} |",
         f"| charge ÷ UPDATE + INSERT in one statement, p50 latency, 1 client | "
         f"{cells('credits.charge, 1', 'floor with the ledger entry: UPDATE + INSERT in one statement, 1', 'p50_ms')} |",
+        "",
+        "Server time per call (1,000 calls in one statement, so no round trips; sync off): "
+        f"`credits.charge` {per_call('credits.charge'):.1f} µs, the PL/pgSQL function "
+        f"{per_call('PL/pgSQL'):.1f} µs. With one client a transaction takes about "
+        f"{row('sync off', 'credits.charge, 1')['p50_ms'] * 1000:.0f} µs: most of it is the round trip, "
+        "the wake-ups and the commit, which no function can remove.",
         "",
         "The bare UPDATE writes no ledger entry. A charge also appends one: a heap row, its entry in",
         "the ledger's `(account, id)` primary key (a B-tree leaf of its own for each account, so",
@@ -231,7 +240,8 @@ def write_reports(results, charges, before, after):
         "rows charge one account set to 32 slots (one per client) and to 16; the `charge_many` rows",
         "send batches of 1,000 and 10,000 charges from one client, and their TPS is batches per",
         "second (charges per second in the targets below). The one-client rows, whose latencies drift",
-        f"on a small VM, run interleaved in {ROUNDS} rounds and pool them.", "",
+        f"on a small VM, run interleaved in {ROUNDS} rounds and pool them. The server-time rows make",
+        "1,000 calls in one statement: their p50 in ms is the server's time per call in µs.", "",
         "Reproduce from a fresh clone (it installs what it needs): `bench/run.sh` (the full suite,",
         "about 10 minutes here) or `bench/run.sh --quick`",
         "(under 3 minutes, without the 10-million-row ledger).", "",
