@@ -4,7 +4,7 @@ reported as a ratio to the PL/pgSQL baseline measured in the same run. Called by
 bench/run.sh, which starts the cluster; standard library only.
 
     bench/run.sh            # full suite (about 10 minutes on 2 cores)
-    bench/run.sh --quick    # the same rows, shorter, no 10M-row ledger (about 3 minutes)
+    bench/run.sh --quick    # the same rows, shorter, no 10M-row ledger (under 3 minutes)
 """
 import csv
 import os
@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 QUICK = "--quick" in sys.argv
-SECONDS = 5 if QUICK else 15
+SECONDS = 3 if QUICK else 15
 DB = "credits_bench"
 PGBENCH = os.path.join(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"), "pgbench")
 
@@ -132,7 +132,7 @@ def main():
         for _ in range(ROUNDS):
             for name, script, clients, _ in ROWS:
                 if interleaved(script, clients):
-                    runs.setdefault(name, []).append(pgbench(script, clients, durable, max(2, SECONDS // ROUNDS)))
+                    runs.setdefault(name, []).append(pgbench(script, clients, durable, max(1, SECONDS // ROUNDS)))
         for name, script, clients, ledger in ROWS:
             if ledger:
                 if QUICK and ledger > 1_000_000:

@@ -68,13 +68,22 @@ pub struct Charged {
 
 /// What a direct charge of a hot account's slot did.
 pub enum SlotCharge {
-    /// Taken from the slot: the balance after (the other slots and the account row as of
+    /// Taken from `slot`: the balance after (the other slots and the account row as of
     /// the charge's snapshot) and the account's low-balance threshold.
-    Taken { balance: AnyNumeric, threshold: Option<AnyNumeric> },
-    /// The slot cannot pay: the account's slots must be gathered.
+    Taken { balance: AnyNumeric, threshold: Option<AnyNumeric>, slot: i32 },
+    /// No slot it may take from can pay: the account's slots must be gathered.
     CannotPay,
     /// Not taken, nothing written: the SQL path decides.
     StepAside,
+}
+
+/// What `heap_update` did with a row version.
+enum Update {
+    Done,
+    /// Another transaction is writing that version and has not finished (we did not wait).
+    Busy,
+    /// Not written: changed since the snapshot, or (waiting) by a transaction that committed.
+    Lost,
 }
 
 /// Makes a charge (no idempotency key, a positive cost) of a plain account, or returns
@@ -84,10 +93,13 @@ pub fn charge(entry: &Entry<'_>) -> Option<Charged> {
     unsafe { with_tables(false, |tables| tables.charge(entry)).flatten() }
 }
 
-/// Takes a charge (no idempotency key, a positive cost) from slot `slot` of a hot account.
-pub fn take_from_slot(entry: &Entry<'_>, slot: i32) -> SlotCharge {
+/// Takes a charge (no idempotency key, a positive cost) from slot `preferred` of a hot
+/// account or, if `hop`, from the first slot after it (in slot order, wrapping around)
+/// that can pay and that no other transaction is charging right now. Only when every slot
+/// that can pay is being charged does it wait, for the first of them.
+pub fn take_from_slot(entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharge {
     // SAFETY: see `with_tables`.
-    unsafe { with_tables(true, |tables| tables.take_from_slot(entry, slot)) }.unwrap_or(SlotCharge::StepAside)
+    unsafe { with_tables(true, |tables| tables.take_from_slot(entry, preferred, hop)) }.unwrap_or(SlotCharge::StepAside)
 }
 
 /// Runs `f` on pg_credits' tables (the slots too if `with_slots`), opened; `None` when
@@ -243,7 +255,7 @@ impl Tables {
         });
         pg_sys::UnregisterSnapshot(snapshot);
         let (mut version, new_row, before, balance, threshold) = found?;
-        if !self.accounts.update(&mut version, new_row, &mut [account_datum]) {
+        if !matches!(self.accounts.update(&mut version, new_row, &mut [account_datum], true), Update::Done) {
             return None;
         }
         self.append_entry(entry, account_datum, Some(&balance), now);
@@ -252,55 +264,62 @@ impl Tables {
         Some(Charged { balance, crossed_threshold: crossed })
     }
 
-    unsafe fn take_from_slot(&self, entry: &Entry<'_>, slot: i32) -> SlotCharge {
+    unsafe fn take_from_slot(&self, entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharge {
         let cost = &entry.amount.value;
         let slots = self.slots.as_ref().expect("opened for a slot charge");
         let account_datum = entry.account.into_datum().expect("text is never NULL");
-        let slot_datum = slot.into_datum().expect("an integer");
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
-        let mut found = None;
-        let mut cannot_pay = false;
-        let mut slot_key = [text_key(1, account_datum), int4_key(2, slot_datum)];
-        slots.scan(snapshot, &mut slot_key, SLOT_COLUMNS.len(), |values, nulls, version| {
-            let available = AnyNumeric::from_datum(values[2], nulls[2]).expect("available is NOT NULL");
-            let left = available - cost.clone();
-            cannot_pay = left < AnyNumeric::from(0);
-            if !cannot_pay {
-                values[2] = left.clone().into_datum().expect("a number");
-                let new_row = pg_sys::heap_form_tuple((*slots.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
-                found = Some((version, new_row, left));
+        // Every slot and the account row, as of one snapshot.
+        let mut all: Vec<(i32, pg_sys::ItemPointerData, AnyNumeric)> = Vec::new();
+        slots.scan(snapshot, &mut [text_key(1, account_datum)], SLOT_COLUMNS.len(), |values, nulls, version| {
+            let slot = i32::from_datum(values[1], nulls[1]).expect("slot is NOT NULL");
+            all.push((slot, version, AnyNumeric::from_datum(values[2], nulls[2]).expect("available is NOT NULL")));
+            true
+        });
+        let mut row_balance = None;
+        let mut threshold = None;
+        self.accounts.scan(snapshot, &mut [text_key(1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, _| {
+            if i32::from_datum(values[7], nulls[7]).is_some_and(|slots| slots > 0) {
+                row_balance = AnyNumeric::from_datum(values[1], nulls[1]);
+                threshold = AnyNumeric::from_datum(values[3], nulls[3]);
             }
             false
         });
-        // The rest of the balance, as of the same snapshot: the other slots and the row.
-        let mut rest = AnyNumeric::from(0);
-        let mut threshold = None;
-        let mut hot = false;
-        if found.is_some() {
-            slots.scan(snapshot, &mut [text_key(1, account_datum)], SLOT_COLUMNS.len(), |values, nulls, _| {
-                if i32::from_datum(values[1], nulls[1]) != Some(slot) {
-                    rest = rest.clone() + AnyNumeric::from_datum(values[2], nulls[2]).expect("NOT NULL");
-                }
-                true
-            });
-            self.accounts.scan(snapshot, &mut [text_key(1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, _| {
-                hot = i32::from_datum(values[7], nulls[7]).is_some_and(|slots| slots > 0);
-                rest = rest.clone() + AnyNumeric::from_datum(values[1], nulls[1]).expect("NOT NULL");
-                threshold = AnyNumeric::from_datum(values[3], nulls[3]);
-                false
-            });
-        }
         pg_sys::UnregisterSnapshot(snapshot);
-        let Some((mut version, new_row, left)) = found.filter(|_| hot) else {
-            return if cannot_pay { SlotCharge::CannotPay } else { SlotCharge::StepAside };
-        };
-        if !slots.update(&mut version, new_row, &mut [account_datum, slot_datum]) {
+        let Some(row_balance) = row_balance.filter(|_| all.iter().any(|(slot, ..)| *slot == preferred)) else {
+            // Not hot any more, or reshaped since this backend looked.
             return SlotCharge::StepAside;
+        };
+        let mut candidates: Vec<_> = all
+            .iter()
+            .filter(|(slot, _, available)| (hop || *slot == preferred) && available >= cost)
+            .collect();
+        if candidates.is_empty() {
+            return SlotCharge::CannotPay;
         }
-        self.append_entry(entry, account_datum, None, now);
-        pg_sys::CommandCounterIncrement();
-        SlotCharge::Taken { balance: rest + left, threshold }
+        candidates.sort_by_key(|(slot, ..)| (slot - preferred).rem_euclid(crate::hot::MAX_SLOTS));
+        let balance = all.iter().fold(row_balance, |total, (_, _, available)| total + available.clone()) - cost.clone();
+        // Without waiting first (passing over slots that are busy or changed since the
+        // snapshot), then, every candidate passed over, waiting for the first.
+        let attempts = candidates.iter().map(|candidate| (*candidate, false)).chain([(candidates[0], true)]);
+        for (&(slot, mut version, ref available), wait) in attempts {
+            let slot_datum = slot.into_datum().expect("an integer");
+            let left = available.clone() - cost.clone();
+            let mut values = [account_datum, slot_datum, left.into_datum().expect("a number")];
+            let mut nulls = [false; 3];
+            let new_row = pg_sys::heap_form_tuple((*slots.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+            match slots.update(&mut version, new_row, &mut [account_datum, slot_datum], wait) {
+                Update::Done => {
+                    self.append_entry(entry, account_datum, None, now);
+                    pg_sys::CommandCounterIncrement();
+                    return SlotCharge::Taken { balance, threshold, slot };
+                }
+                Update::Busy | Update::Lost if !wait => continue,
+                Update::Busy | Update::Lost => return SlotCharge::StepAside,
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     unsafe fn append_entry(&self, entry: &Entry<'_>, account: Datum, balance_after: Option<&AnyNumeric>, now: Datum) {
@@ -354,9 +373,16 @@ impl Table {
         pg_sys::index_endscan(scan);
     }
 
-    /// Replaces `version` with `new_row` if it is still the latest version; false (and
-    /// nothing written) if another transaction changed it since the snapshot.
-    unsafe fn update(&self, version: &mut pg_sys::ItemPointerData, new_row: pg_sys::HeapTuple, key: &mut [Datum]) -> bool {
+    /// Replaces `version` with `new_row` if it is still the latest version. Another
+    /// transaction writing it makes us wait for its end, or, if not `wait`, return `Busy`;
+    /// nothing is written unless `Done` (and a failure leaves no lock behind).
+    unsafe fn update(
+        &self,
+        version: &mut pg_sys::ItemPointerData,
+        new_row: pg_sys::HeapTuple,
+        key: &mut [Datum],
+        wait: bool,
+    ) -> Update {
         let mut failure = pg_sys::TM_FailureData::default();
         let mut lock_mode = pg_sys::LockTupleMode::LockTupleNoKeyExclusive;
         let result = pg_sys::heap_update(
@@ -365,18 +391,20 @@ impl Table {
             new_row,
             pg_sys::GetCurrentCommandId(true),
             std::ptr::null_mut(),
-            true,
+            wait,
             &mut failure,
             &mut lock_mode,
         );
-        if result != pg_sys::TM_Result::TM_Ok {
-            return false;
+        match result {
+            pg_sys::TM_Result::TM_Ok => {}
+            pg_sys::TM_Result::TM_BeingModified => return Update::Busy,
+            _ => return Update::Lost,
         }
         if !pg_sys::HeapTupleHeaderIsHeapOnly((*new_row).t_data) {
             // Not a HOT update: the new version needs its own index entry.
             self.index(key, new_row, true);
         }
-        true
+        Update::Done
     }
 
     /// Indexes a written row in the primary key, whose columns are `key` (none NULL).
@@ -397,10 +425,6 @@ impl Table {
 
 unsafe fn text_key(column: i16, value: Datum) -> pg_sys::ScanKeyData {
     equal_key(column, pg_sys::F_TEXTEQ, value)
-}
-
-unsafe fn int4_key(column: i16, value: Datum) -> pg_sys::ScanKeyData {
-    equal_key(column, pg_sys::F_INT4EQ, value)
 }
 
 unsafe fn equal_key(column: i16, procedure: u32, value: Datum) -> pg_sys::ScanKeyData {

@@ -19,11 +19,14 @@
 //!   `balance_after` (NULL), because parallel charges have no single order.
 //!
 //! A charge without a key takes from its slot through the direct path (`direct`); one
-//! with a key, or one the direct path steps aside from, through SQL.
+//! with a key, or one the direct path steps aside from, through SQL. The direct path
+//! does not queue behind a slot another transaction is charging: it takes the next free
+//! one, and waits only when every slot is busy.
 //!
-//! A transaction picks the same slot for every charge it makes to an account, so it
-//! never waits on itself; two transactions that each charge a hot account several times
-//! can still deadlock when one of them has to gather (PostgreSQL cancels one with 40P01).
+//! A transaction keeps the slot it first took from for every charge it makes to an
+//! account, so it never waits on itself, nor for a slot while it holds another; two
+//! transactions that each charge a hot account several times can still deadlock when one
+//! of them has to gather (PostgreSQL cancels one with 40P01).
 
 use crate::accounts::{self, Account};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
@@ -170,11 +173,16 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
         return accounts::balance_of(client, entry.account).map(Applied::Moved);
     }
     if entry.movement == Movement::Charge {
-        let slot = pick_slot(slots);
+        let (slot, taken_before) = slot_for(entry.account, slots);
         let taken = match entry.idempotency_key {
-            // The direct path writes no key (it would owe the key index an entry).
-            None => match direct::take_from_slot(entry, slot) {
-                SlotCharge::Taken { balance, threshold } => Some((balance, threshold)),
+            // The direct path writes no key (it would owe the key index an entry). A
+            // transaction that holds no slot yet may take any free one; one that holds a
+            // slot keeps to it, so it never waits for a slot while holding another.
+            None => match direct::take_from_slot(entry, slot, !taken_before) {
+                SlotCharge::Taken { balance, threshold, slot } => {
+                    remember_slot(entry.account, slot);
+                    Some((balance, threshold))
+                }
                 SlotCharge::CannotPay => None,
                 SlotCharge::StepAside => take_from_slot(client, entry, slot),
             },
@@ -227,6 +235,7 @@ fn take_from_slot(
             .execute();
         if taken.is_some() {
             pg_sys::ReleaseCurrentSubTransaction();
+            remember_slot(entry.account, slot);
         } else {
             pg_sys::RollbackAndReleaseCurrentSubTransaction();
         }
@@ -255,13 +264,44 @@ fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<Applied> 
     result
 }
 
-/// The slot this transaction uses for a hot account: spread over the slots across
-/// transactions, the same for every charge within one.
-fn pick_slot(slots: i32) -> i32 {
-    // SAFETY: MyProc and MyProcPid are set for every backend before it runs queries.
-    let (pid, local_xid) = unsafe { (pg_sys::MyProcPid as u64, (*pg_sys::MyProc).lxid as u64) };
-    let mixed = ((pid << 32) | local_xid).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((mixed >> 33) % slots as u64) as i32
+thread_local! {
+    /// The slot this backend's transaction last took a hot account's charge from.
+    static SLOT_TAKEN: RefCell<HashMap<String, (u32, i32)>> = RefCell::new(HashMap::new());
+}
+
+/// The slot a transaction charges a hot account from, and whether it already took from
+/// it: the one it took from, so that it never waits on itself, or else one spread over
+/// the slots across transactions.
+fn slot_for(account: &str, slots: i32) -> (i32, bool) {
+    let local_xid = local_xid();
+    let taken = SLOT_TAKEN.with_borrow(|taken| taken.get(account).copied());
+    match taken {
+        Some((xid, slot)) if xid == local_xid && slot < slots => (slot, true),
+        _ => {
+            // SAFETY: MyProcPid is set for every backend before it runs queries.
+            let pid = unsafe { pg_sys::MyProcPid } as u64;
+            let mixed = ((pid << 32) | local_xid as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            (((mixed >> 33) % slots as u64) as i32, false)
+        }
+    }
+}
+
+fn remember_slot(account: &str, slot: i32) {
+    let local_xid = local_xid();
+    SLOT_TAKEN.with_borrow_mut(|taken| match taken.get_mut(account) {
+        Some(remembered) => *remembered = (local_xid, slot),
+        None => {
+            if taken.len() >= REMEMBERED {
+                taken.clear();
+            }
+            taken.insert(account.to_owned(), (local_xid, slot));
+        }
+    });
+}
+
+fn local_xid() -> u32 {
+    // SAFETY: MyProc is set for every backend before it runs queries.
+    unsafe { (*pg_sys::MyProc).lxid }
 }
 
 /// Gathers a locked hot account's slots into its row; returns the whole balance.

@@ -97,3 +97,41 @@ fn slots_are_written_only_by_pg_credits() {
     assert_eq!(bad.code().code(), "22003");
     assert_ledger_invariant(&mut client);
 }
+
+#[test]
+fn a_charge_takes_a_free_slot_instead_of_waiting_for_a_busy_one() {
+    let (db, mut holder) = hot_account("hot_busy_slot", "100", 2);
+    let mut holding = holder.transaction().unwrap();
+    holding.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    // The open transaction holds one of the two slots. Each charge below would hash to it
+    // half the time; none may wait for it while the other slot can pay.
+    let mut other = connect(&db);
+    other.batch_execute("SET statement_timeout = '5s'").unwrap();
+    for _ in 0..20 {
+        other.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    }
+    holding.commit().unwrap();
+    assert_eq!(balance(&mut other, "h"), dec("79"));
+    assert_ledger_invariant(&mut other);
+}
+
+#[test]
+fn a_transaction_keeps_to_the_slot_it_took_from() {
+    let (db, mut client) = hot_account("hot_same_slot", "100", 4);
+    let mut other = connect(&db);
+    let mut holding = other.transaction().unwrap();
+    holding.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    // While another transaction holds a slot, three charges in one transaction: one slot
+    // pays them all, and it is not the held one (nor does any charge wait for it).
+    client.batch_execute("SET statement_timeout = '5s'").unwrap();
+    let mut tx = client.transaction().unwrap();
+    for _ in 0..3 {
+        tx.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    }
+    tx.commit().unwrap();
+    holding.commit().unwrap();
+    let mut after = slots(&mut client);
+    after.sort();
+    assert_eq!(after, vec![dec("22"), dec("24"), dec("25"), dec("25")]);
+    assert_ledger_invariant(&mut client);
+}
