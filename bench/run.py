@@ -3,7 +3,7 @@
 reported as a ratio to the PL/pgSQL baseline measured in the same run. Called by
 bench/run.sh, which starts the cluster; standard library only.
 
-    bench/run.sh            # full suite (about 10 minutes on 2 cores)
+    bench/run.sh            # full suite (about 11 minutes on 2 cores)
     bench/run.sh --quick    # the same rows, shorter, no 10M-row ledger (under 3 minutes)
 """
 import csv
@@ -243,7 +243,7 @@ def write_reports(results, charges, before, after):
         f"on a small VM, run interleaved in {ROUNDS} rounds and pool them. The server-time rows make",
         "1,000 calls in one statement: their p50 in ms is the server's time per call in µs.", "",
         "Reproduce from a fresh clone (it installs what it needs): `bench/run.sh` (the full suite,",
-        "about 10 minutes here) or `bench/run.sh --quick`",
+        "about 11 minutes here) or `bench/run.sh --quick`",
         "(under 3 minutes, without the 10-million-row ledger).", "",
         "| mode | row | TPS | p50 ms | p99 ms | WAL bytes/tx | × PL/pgSQL |", "|---|---|---:|---:|---:|---:|---:|",
     ]

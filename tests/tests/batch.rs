@@ -57,34 +57,21 @@ fn each_item_is_decided_in_order_and_reported() {
 #[test]
 fn keys_replay_within_a_batch_and_across_calls() {
     let mut client = setup("batch_keys");
-    let args = "ARRAY['a', 'a', 'a'], ARRAY[10, 10, 20]::numeric[], ARRAY['k1', 'k1', 'k1']";
-    let first = charge_many(&mut client, args);
-    let statuses: Vec<&str> = first.iter().map(|i| i.2.as_str()).collect();
-    assert_eq!(statuses, ["charged", "replayed", "failed"]);
-    assert_eq!(first[1].3, Some(dec("90")));
-    assert_eq!(first[2].4.as_ref().unwrap()["name"], "IdempotencyConflictError");
-    let again = charge_many(&mut client, args);
-    assert_eq!(again.iter().map(|i| i.2.as_str()).collect::<Vec<_>>(), ["replayed", "replayed", "failed"]);
-    assert_eq!(balance(&mut client, "a"), dec("90"));
-    assert_ledger_invariant(&mut client);
-}
-
-#[test]
-fn a_hot_accounts_keys_replay_within_a_batch_and_across_calls() {
-    let mut client = setup("batch_keys_hot");
-    let args = "ARRAY['h', 'h', 'h'], ARRAY[10, 10, 20]::numeric[], ARRAY['k1', 'k1', 'k1']";
-    let first = charge_many(&mut client, args);
-    let statuses: Vec<&str> = first.iter().map(|i| i.2.as_str()).collect();
-    assert_eq!(statuses, ["charged", "replayed", "failed"]);
-    assert_eq!(first[0].3, Some(dec("40")));
-    assert_eq!(first[1].3, Some(dec("40")), "a slot entry records no balance: the current one");
-    assert_eq!(first[2].4.as_ref().unwrap()["name"], "IdempotencyConflictError");
-    let again = charge_many(&mut client, args);
-    assert_eq!(again.iter().map(|i| i.2.as_str()).collect::<Vec<_>>(), ["replayed", "replayed", "failed"]);
-    assert_eq!(balance(&mut client, "h"), dec("40"));
-    let entries: i64 =
-        client.query_one("SELECT count(*) FROM credits.ledger WHERE account = 'h' AND kind = 'charge'", &[]).unwrap().get(0);
-    assert_eq!(entries, 1);
+    // A plain account, and a hot one (whose slot entries record no balance: a replay
+    // reports the current one).
+    for (account, after) in [("a", "90"), ("h", "40")] {
+        let args = format!("ARRAY['{account}', '{account}', '{account}'], ARRAY[10, 10, 20]::numeric[], ARRAY['k1', 'k1', 'k1']");
+        let first = charge_many(&mut client, &args);
+        let statuses: Vec<&str> = first.iter().map(|i| i.2.as_str()).collect();
+        assert_eq!(statuses, ["charged", "replayed", "failed"], "{account}");
+        assert_eq!(first[1].3, Some(dec(after)), "{account}");
+        assert_eq!(first[2].4.as_ref().unwrap()["name"], "IdempotencyConflictError");
+        let again = charge_many(&mut client, &args);
+        assert_eq!(again.iter().map(|i| i.2.as_str()).collect::<Vec<_>>(), ["replayed", "replayed", "failed"], "{account}");
+        assert_eq!(balance(&mut client, account), dec(after));
+    }
+    let entries: i64 = client.query_one("SELECT count(*) FROM credits.ledger WHERE kind = 'charge'", &[]).unwrap().get(0);
+    assert_eq!(entries, 2, "one entry per key and account");
     assert_ledger_invariant(&mut client);
 }
 
