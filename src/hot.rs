@@ -9,7 +9,8 @@
 //! Every rule of a plain account holds:
 //! - No slot goes below zero (the `slot_amount` domain), and the account row stays at or
 //!   above `min_balance`, so the total never goes below the floor.
-//! - A charge its slot cannot cover takes the account row lock, gathers every slot into
+//! - A charge no slot it may take from can cover (a transaction that already took from a
+//!   slot may only take from that one) takes the account row lock, gathers every slot into
 //!   the row, and is decided on the exact total like a plain charge: served if the total
 //!   can pay (then spread again), PT402 otherwise. Recharges take the same locked path,
 //!   so the money they bring is spread at once.
