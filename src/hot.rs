@@ -83,23 +83,42 @@ fn set_slots(account: Option<&str>, slots: Option<i32>) {
     unwrap_or_raise(reshape(account, slots))
 }
 
-/// Takes the charge from slot $6 and returns the balance after (our slot as updated,
-/// the other slots and the account row as of this statement's snapshot) and the
-/// low-balance threshold.
-static TAKE_FROM_SLOT: Statement = Statement {
-    sql: "WITH taken AS (
-              UPDATE credits.account_slots SET available = available - $2
-               WHERE account = $1 AND slot = $6 AND available >= $2
-           RETURNING account, available),
-          entry AS (
-              INSERT INTO credits.ledger (account, amount, kind, reason, idempotency_key, metadata)
-              SELECT account, -$2, 'charge', $3, $4, $5 FROM taken)
-          SELECT a.balance + taken.available
-                 + (SELECT coalesce(sum(s.available), 0) FROM credits.account_slots s
-                     WHERE s.account = $1 AND s.slot <> $6),
-                 a.low_balance_threshold
-            FROM taken, credits.accounts a WHERE a.account = $1",
-    args: &[TEXT, NUMERIC, TEXT, TEXT, JSONB, INT4],
+/// Takes the charge ($2) from the slot the `chosen` query names (if it can still pay),
+/// appends the ledger entry, and returns the balance after (the slot as updated, the
+/// other slots and the account row as of this statement's snapshot), the low-balance
+/// threshold and the slot.
+macro_rules! take_sql {
+    (chosen: $chosen:literal) => {
+        concat!(
+            "WITH chosen AS (", $chosen, "),
+                  taken AS (
+                      UPDATE credits.account_slots s SET available = s.available - $2
+                        FROM chosen WHERE s.account = $1 AND s.slot = chosen.slot AND s.available >= $2
+                   RETURNING s.account, s.slot, s.available),
+                  entry AS (
+                      INSERT INTO credits.ledger (account, amount, kind, reason, idempotency_key, metadata)
+                      SELECT account, -$2, 'charge', $3, $4, $5 FROM taken)
+             SELECT a.balance + taken.available
+                    + (SELECT coalesce(sum(s.available), 0) FROM credits.account_slots s
+                        WHERE s.account = $1 AND s.slot <> taken.slot),
+                    a.low_balance_threshold, taken.slot
+               FROM taken, credits.accounts a WHERE a.account = $1"
+        )
+    };
+}
+
+const TAKE_ARGS: &[pg_sys::PgOid] = &[TEXT, NUMERIC, TEXT, TEXT, JSONB, INT4];
+
+/// From slot $6, waiting for a transaction that is charging it.
+static TAKE_FROM_SLOT: Statement = Statement { sql: take_sql!(chosen: "SELECT $6 AS slot"), args: TAKE_ARGS };
+
+/// From the first slot from $6 on (wrapping around) that can pay and that no other
+/// transaction is charging; nothing if every such slot is busy.
+static TAKE_FROM_FREE_SLOT: Statement = Statement {
+    sql: take_sql!(chosen: "SELECT slot FROM credits.account_slots
+                             WHERE account = $1 AND available >= $2
+                             ORDER BY slot < $6, slot LIMIT 1 FOR UPDATE SKIP LOCKED"),
+    args: TAKE_ARGS,
 };
 
 /// Moves every slot's money back to the locked account row; returns the row's balance,
@@ -185,9 +204,9 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
                     Some((balance, threshold))
                 }
                 SlotCharge::CannotPay => None,
-                SlotCharge::StepAside => take_from_slot(client, entry, slot),
+                SlotCharge::StepAside => take_from_slot(client, entry, slot, !taken_before),
             },
-            Some(_) => take_from_slot(client, entry, slot),
+            Some(_) => take_from_slot(client, entry, slot, !taken_before),
         };
         if let Some((balance, threshold)) = taken {
             let before = balance.clone() + entry.amount.value.clone();
@@ -200,8 +219,9 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
     apply_gathered(client, entry)
 }
 
-/// Takes the charge from slot `slot` with SQL, inside a subtransaction that is rolled
-/// back when the slot cannot pay. Why: an UPDATE that waited for a slot and then found
+/// Takes the charge from slot `slot` with SQL (or, if `hop`, from the first slot from it
+/// on that can pay and is free, waiting for `slot` only when none is), inside a
+/// subtransaction that is rolled back when the slot cannot pay. Why: an UPDATE that waited for a slot and then found
 /// it too low keeps that slot locked, and this charge is about to wait for the account
 /// row, whose holder (gathering) waits for that very slot: a deadlock without the
 /// rollback, which releases the lock.
@@ -209,10 +229,24 @@ fn take_from_slot(
     client: &SpiClient<'_>,
     entry: &Entry<'_>,
     slot: i32,
+    hop: bool,
 ) -> Option<(AnyNumeric, Option<AnyNumeric>)> {
     let _own = OwnWrite::begin(entry.account);
     let [account, amount, reason, key, metadata] = entry.arguments();
     let args = [account, amount, reason, key, metadata, slot.into()];
+    // Each attempt in its own subtransaction: a free slot that was locked and then found
+    // too low must be let go before this charge waits for `slot`.
+    let free = if hop { in_subtransaction(|| TAKE_FROM_FREE_SLOT.first_row(client, &args)) } else { None };
+    let (balance, threshold, taken_from) = free.or_else(|| in_subtransaction(|| TAKE_FROM_SLOT.first_row(client, &args)))?;
+    remember_slot(entry.account, taken_from);
+    Some((balance, threshold))
+}
+
+/// Runs one slot-taking statement in a subtransaction, kept if it took (the balance after,
+/// the threshold and the slot), rolled back otherwise.
+fn in_subtransaction<'a>(
+    take: impl FnOnce() -> Option<crate::plans::Row<'a>> + std::panic::UnwindSafe,
+) -> Option<(AnyNumeric, Option<AnyNumeric>, i32)> {
     // SAFETY: the subtransaction is always closed (released, rolled back, or rolled back
     // before an error is re-raised), and the caller's memory context and resource owner
     // are restored, as PL/pgSQL does around its exception blocks.
@@ -226,7 +260,7 @@ fn take_from_slot(
             pg_sys::CurrentResourceOwner = owner;
         };
         let taken = pg_sys::PgTryBuilder::new(|| {
-            TAKE_FROM_SLOT.first_row(client, &args).map(|row| (row.column(1), row.nullable_column(2)))
+            take().map(|row| (row.column(1), row.nullable_column(2), row.column::<i32>(3)))
         })
             .catch_others(|error| {
                 pg_sys::RollbackAndReleaseCurrentSubTransaction();
@@ -236,7 +270,6 @@ fn take_from_slot(
             .execute();
         if taken.is_some() {
             pg_sys::ReleaseCurrentSubTransaction();
-            remember_slot(entry.account, slot);
         } else {
             pg_sys::RollbackAndReleaseCurrentSubTransaction();
         }

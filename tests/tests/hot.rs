@@ -103,12 +103,14 @@ fn a_charge_takes_a_free_slot_instead_of_waiting_for_a_busy_one() {
     let (db, mut holder) = hot_account("hot_busy_slot", "100", 2);
     let mut holding = holder.transaction().unwrap();
     holding.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
-    // The open transaction holds one of the two slots. Each charge below would hash to it
-    // half the time; none may wait for it while the other slot can pay.
+    // The open transaction holds one of the two slots. Each charge below (with a key or
+    // without) would hash to it half the time; none may wait for it while the other slot
+    // can pay.
     let mut other = connect(&db);
     other.batch_execute("SET statement_timeout = '5s'").unwrap();
-    for _ in 0..20 {
-        other.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    for i in 0..20 {
+        let key = (i % 2 == 0).then(|| format!("usage-{i}"));
+        other.query_one("SELECT credits.charge('h', 1, idempotency_key => $1)", &[&key]).unwrap();
     }
     holding.commit().unwrap();
     assert_eq!(balance(&mut other, "h"), dec("79"));
