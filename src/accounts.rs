@@ -75,20 +75,23 @@ static SLOTS: Statement = Statement {
     args: &[TEXT],
 };
 
-/// The whole balance, a hot account's slots included, as of the statement's snapshot.
+/// The whole balance of account $1's row, a hot account's slots included, as of the
+/// statement's snapshot.
+macro_rules! whole_balance {
+    () => {
+        "balance + CASE WHEN slots > 0 THEN
+             (SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1)
+         ELSE 0 END"
+    };
+}
+
 static BALANCE: Statement = Statement {
-    sql: "SELECT balance + CASE WHEN slots > 0 THEN
-                     (SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1)
-                 ELSE 0 END
-            FROM credits.accounts WHERE account = $1",
+    sql: concat!("SELECT ", whole_balance!(), " FROM credits.accounts WHERE account = $1"),
     args: &[TEXT],
 };
 
 static AFFORDABLE: Statement = Statement {
-    sql: "SELECT balance + CASE WHEN slots > 0 THEN
-                     (SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1)
-                 ELSE 0 END - $2 >= min_balance
-            FROM credits.accounts WHERE account = $1",
+    sql: concat!("SELECT ", whole_balance!(), " - $2 >= min_balance FROM credits.accounts WHERE account = $1"),
     args: &[TEXT, NUMERIC],
 };
 

@@ -424,16 +424,12 @@ impl Table {
 }
 
 unsafe fn text_key(column: i16, value: Datum) -> pg_sys::ScanKeyData {
-    equal_key(column, pg_sys::F_TEXTEQ, value)
-}
-
-unsafe fn equal_key(column: i16, procedure: u32, value: Datum) -> pg_sys::ScanKeyData {
     let mut key = pg_sys::ScanKeyData::default();
     pg_sys::ScanKeyInit(
         &mut key,
         column,
         pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-        pg_sys::RegProcedure::from(procedure),
+        pg_sys::RegProcedure::from(pg_sys::F_TEXTEQ),
         value,
     );
     key

@@ -46,8 +46,16 @@ pub const MAX_SLOTS: i32 = 64;
 /// How many hot accounts a backend remembers (see [`known_slots`]).
 const REMEMBERED: usize = 10_000;
 
+/// What this backend knows of a hot account.
+struct Known {
+    /// Its slot count when last seen (see [`known_slots`]).
+    slots: i32,
+    /// The slot a transaction of this backend took from: (local transaction id, slot).
+    taken: Option<(u32, i32)>,
+}
+
 thread_local! {
-    static HOT_ACCOUNTS: RefCell<HashMap<String, i32>> = RefCell::new(HashMap::new());
+    static HOT_ACCOUNTS: RefCell<HashMap<String, Known>> = RefCell::new(HashMap::new());
 }
 
 /// The slot count this backend last saw for a hot account, so that its charges go
@@ -55,7 +63,7 @@ thread_local! {
 /// Only a hint: a charge whose slot is gone (the account was reshaped) fails to take from
 /// it and falls to the locked path, which reads the truth and corrects the hint.
 pub fn known_slots(account: &str) -> Option<i32> {
-    HOT_ACCOUNTS.with_borrow(|hot| hot.get(account).copied())
+    HOT_ACCOUNTS.with_borrow(|hot| hot.get(account).map(|known| known.slots))
 }
 
 pub fn remember(account: &str, slots: i32) {
@@ -64,14 +72,15 @@ pub fn remember(account: &str, slots: i32) {
             hot.remove(account);
             return;
         }
-        if hot.get(account) == Some(&slots) {
-            // Every charge of a hot account passes here: no new String when nothing changed.
+        if let Some(known) = hot.get_mut(account) {
+            // Every charge of a hot account passes here: no new String for a known one.
+            known.slots = slots;
             return;
         }
         if hot.len() >= REMEMBERED {
             hot.clear();
         }
-        hot.insert(account.to_owned(), slots);
+        hot.insert(account.to_owned(), Known { slots, taken: None });
     });
 }
 
@@ -199,16 +208,14 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
             // transaction that holds no slot yet may take any free one; one that holds a
             // slot keeps to it, so it never waits for a slot while holding another.
             None => match direct::take_from_slot(entry, slot, !taken_before) {
-                SlotCharge::Taken { balance, threshold, slot } => {
-                    remember_slot(entry.account, slot);
-                    Some((balance, threshold))
-                }
+                SlotCharge::Taken { balance, threshold, slot } => Some((balance, threshold, slot)),
                 SlotCharge::CannotPay => None,
                 SlotCharge::StepAside => take_from_slot(client, entry, slot, !taken_before),
             },
             Some(_) => take_from_slot(client, entry, slot, !taken_before),
         };
-        if let Some((balance, threshold)) = taken {
+        if let Some((balance, threshold, taken_from)) = taken {
+            remember_slot(entry.account, taken_from);
             let before = balance.clone() + entry.amount.value.clone();
             if notify::crossed(&before, &balance, threshold.as_ref()) {
                 notify::low_balance(client, entry.account, &balance, threshold.as_ref().expect("crossed"));
@@ -220,26 +227,25 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
 }
 
 /// Takes the charge from slot `slot` with SQL (or, if `hop`, from the first slot from it
-/// on that can pay and is free, waiting for `slot` only when none is), inside a
-/// subtransaction that is rolled back when the slot cannot pay. Why: an UPDATE that waited for a slot and then found
-/// it too low keeps that slot locked, and this charge is about to wait for the account
-/// row, whose holder (gathering) waits for that very slot: a deadlock without the
-/// rollback, which releases the lock.
+/// on that can pay and is free, waiting for `slot` only when none is); returns the
+/// balance after, the threshold and the slot taken from.
+///
+/// Each attempt runs in a subtransaction that is rolled back when it took nothing. Why:
+/// an UPDATE that waited for a slot and then found it too low (or a free slot locked and
+/// then found too low) keeps that slot locked, and this charge is about to wait for
+/// another slot or for the account row, whose holder (gathering) may wait for that very
+/// slot: a deadlock without the rollback, which releases the lock.
 fn take_from_slot(
     client: &SpiClient<'_>,
     entry: &Entry<'_>,
     slot: i32,
     hop: bool,
-) -> Option<(AnyNumeric, Option<AnyNumeric>)> {
+) -> Option<(AnyNumeric, Option<AnyNumeric>, i32)> {
     let _own = OwnWrite::begin(entry.account);
     let [account, amount, reason, key, metadata] = entry.arguments();
     let args = [account, amount, reason, key, metadata, slot.into()];
-    // Each attempt in its own subtransaction: a free slot that was locked and then found
-    // too low must be let go before this charge waits for `slot`.
     let free = if hop { in_subtransaction(|| TAKE_FROM_FREE_SLOT.first_row(client, &args)) } else { None };
-    let (balance, threshold, taken_from) = free.or_else(|| in_subtransaction(|| TAKE_FROM_SLOT.first_row(client, &args)))?;
-    remember_slot(entry.account, taken_from);
-    Some((balance, threshold))
+    free.or_else(|| in_subtransaction(|| TAKE_FROM_SLOT.first_row(client, &args)))
 }
 
 /// Runs one slot-taking statement in a subtransaction, kept if it took (the balance after,
@@ -298,17 +304,12 @@ fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<Applied> 
     result
 }
 
-thread_local! {
-    /// The slot this backend's transaction last took a hot account's charge from.
-    static SLOT_TAKEN: RefCell<HashMap<String, (u32, i32)>> = RefCell::new(HashMap::new());
-}
-
 /// The slot a transaction charges a hot account from, and whether it already took from
 /// it: the one it took from, so that it never waits on itself, or else one spread over
 /// the slots across transactions.
 fn slot_for(account: &str, slots: i32) -> (i32, bool) {
     let local_xid = local_xid();
-    let taken = SLOT_TAKEN.with_borrow(|taken| taken.get(account).copied());
+    let taken = HOT_ACCOUNTS.with_borrow(|hot| hot.get(account).and_then(|known| known.taken));
     match taken {
         Some((xid, slot)) if xid == local_xid && slot < slots => (slot, true),
         _ => {
@@ -320,15 +321,13 @@ fn slot_for(account: &str, slots: i32) -> (i32, bool) {
     }
 }
 
+/// Records the slot the current transaction took from (the account is known: `apply`
+/// remembered it).
 fn remember_slot(account: &str, slot: i32) {
     let local_xid = local_xid();
-    SLOT_TAKEN.with_borrow_mut(|taken| match taken.get_mut(account) {
-        Some(remembered) => *remembered = (local_xid, slot),
-        None => {
-            if taken.len() >= REMEMBERED {
-                taken.clear();
-            }
-            taken.insert(account.to_owned(), (local_xid, slot));
+    HOT_ACCOUNTS.with_borrow_mut(|hot| {
+        if let Some(known) = hot.get_mut(account) {
+            known.taken = Some((local_xid, slot));
         }
     });
 }

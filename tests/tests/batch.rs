@@ -14,6 +14,14 @@ fn charge_many(client: &mut postgres::Client, sql_args: &str) -> Vec<Item> {
         .collect()
 }
 
+fn statuses(items: &[Item]) -> Vec<&str> {
+    items.iter().map(|i| i.2.as_str()).collect()
+}
+
+fn charge_entries(client: &mut postgres::Client) -> i64 {
+    client.query_one("SELECT count(*) FROM credits.ledger WHERE kind = 'charge'", &[]).unwrap().get(0)
+}
+
 fn setup(test: &str) -> postgres::Client {
     let db = fresh_database(test);
     let mut client = connect(&db);
@@ -34,8 +42,7 @@ fn each_item_is_decided_in_order_and_reported() {
         &mut client,
         "ARRAY['a', 'b', 'b', 'nobody', 'a', 'h'], ARRAY[10, 3, 3, 1, 0, 20]::numeric[]",
     );
-    let statuses: Vec<&str> = items.iter().map(|i| i.2.as_str()).collect();
-    assert_eq!(statuses, ["charged", "charged", "failed", "failed", "charged", "charged"]);
+    assert_eq!(statuses(&items), ["charged", "charged", "failed", "failed", "charged", "charged"]);
     assert_eq!(items.iter().map(|i| i.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
     assert_eq!(items[0].3, Some(dec("90")));
     assert_eq!(items[1].3, Some(dec("2")), "the second charge of b sees the first");
@@ -49,8 +56,7 @@ fn each_item_is_decided_in_order_and_reported() {
     assert_eq!(balance(&mut client, "a"), dec("90"));
     assert_eq!(balance(&mut client, "b"), dec("2"));
     assert_eq!(balance(&mut client, "h"), dec("30"));
-    let entries: i64 = client.query_one("SELECT count(*) FROM credits.ledger WHERE kind = 'charge'", &[]).unwrap().get(0);
-    assert_eq!(entries, 3, "failed and zero-cost items write nothing");
+    assert_eq!(charge_entries(&mut client), 3, "failed and zero-cost items write nothing");
     assert_ledger_invariant(&mut client);
 }
 
@@ -62,16 +68,14 @@ fn keys_replay_within_a_batch_and_across_calls() {
     for (account, after) in [("a", "90"), ("h", "40")] {
         let args = format!("ARRAY['{account}', '{account}', '{account}'], ARRAY[10, 10, 20]::numeric[], ARRAY['k1', 'k1', 'k1']");
         let first = charge_many(&mut client, &args);
-        let statuses: Vec<&str> = first.iter().map(|i| i.2.as_str()).collect();
-        assert_eq!(statuses, ["charged", "replayed", "failed"], "{account}");
+        assert_eq!(statuses(&first), ["charged", "replayed", "failed"], "{account}");
         assert_eq!(first[1].3, Some(dec(after)), "{account}");
         assert_eq!(first[2].4.as_ref().unwrap()["name"], "IdempotencyConflictError");
         let again = charge_many(&mut client, &args);
-        assert_eq!(again.iter().map(|i| i.2.as_str()).collect::<Vec<_>>(), ["replayed", "replayed", "failed"], "{account}");
+        assert_eq!(statuses(&again), ["replayed", "replayed", "failed"], "{account}");
         assert_eq!(balance(&mut client, account), dec(after));
     }
-    let entries: i64 = client.query_one("SELECT count(*) FROM credits.ledger WHERE kind = 'charge'", &[]).unwrap().get(0);
-    assert_eq!(entries, 2, "one entry per key and account");
+    assert_eq!(charge_entries(&mut client), 2, "one entry per key and account");
     assert_ledger_invariant(&mut client);
 }
 
