@@ -3,7 +3,8 @@
 //! One call locks every plain account it names (in account order, so two batches never
 //! deadlock on each other), looks up every idempotency key in one statement, decides
 //! each item in order in memory (an account named twice pays its items one after the
-//! other), then writes every balance in one UPDATE and every ledger entry in one INSERT.
+//! other), then writes every balance and every ledger entry directly (`direct::settle`;
+//! through one UPDATE and one INSERT when the tables were changed by hand).
 //! Items of hot accounts go through the hot path one by one.
 //!
 //! Each item gets a result row; a failed item changes nothing and carries the same JSON
@@ -13,7 +14,7 @@
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::ledger::{Applied, Entry, Movement};
 use crate::plans::{OwnWrite, Statement, NUMERIC_ARRAY, TEXT, TEXT_ARRAY};
-use crate::{input, notify};
+use crate::{direct, input, notify};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
@@ -56,6 +57,20 @@ struct Item {
     key: Option<String>,
 }
 
+impl Item {
+    /// This item as the charge it makes.
+    fn entry<'a>(&'a self, reason: Option<&'a str>) -> Entry<'a> {
+        Entry {
+            movement: Movement::Charge,
+            account: &self.account,
+            amount: self.cost.clone(),
+            reason,
+            idempotency_key: self.key.as_deref(),
+            metadata: None,
+        }
+    }
+}
+
 enum Outcome {
     Charged(AnyNumeric),
     Replayed(Option<AnyNumeric>),
@@ -64,8 +79,8 @@ enum Outcome {
 
 /// A plain account's figures while the batch is decided.
 struct Running {
-    /// The locked row version (its ctid, as text): the final UPDATE goes straight to it.
-    row_id: String,
+    /// The locked row version: the final balance is written straight to it.
+    version: pg_sys::ItemPointerData,
     balance: AnyNumeric,
     min_balance: AnyNumeric,
     threshold: Option<AnyNumeric>,
@@ -75,7 +90,7 @@ struct Running {
 
 static LOCK_ACCOUNTS: Statement = Statement {
     sql: "SELECT account::pg_catalog.text, balance, min_balance, slots, low_balance_threshold,
-                 ctid::pg_catalog.text
+                 ctid
             FROM credits.accounts WHERE account = ANY ($1) ORDER BY account FOR UPDATE",
     args: &[TEXT_ARRAY],
 };
@@ -87,13 +102,14 @@ static FIND_KEYS: Statement = Statement {
     args: &[TEXT_ARRAY, TEXT_ARRAY],
 };
 
-/// $1/$2: each charged account's locked row and its final balance; $3…$6: the entries,
-/// by account (the ledger's primary key order) and in item order within an account.
+/// What `direct::settle` writes, for tables it cannot write directly (say, with a trigger
+/// added by hand, which this statement fires). $1/$2: each charged account and its final
+/// balance; $3…$6: the entries, in the order they are to get their ids.
 static APPLY: Statement = Statement {
     sql: "WITH moved AS (
               UPDATE credits.accounts a SET balance = u.balance, updated_at = pg_catalog.now()
-                FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.numeric[])) AS u(row_id, balance)
-               WHERE a.ctid = u.row_id::pg_catalog.tid)
+                FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.numeric[])) AS u(account, balance)
+               WHERE a.account = u.account)
           INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key)
           SELECT e.account, e.amount, e.balance_after, 'charge', $7, e.key
             FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.numeric[]),
@@ -210,7 +226,7 @@ fn lock_accounts(client: &SpiClient<'_>, items: &[Item]) -> HashMap<String, Runn
             let balance: AnyNumeric = row.get(2).unwrap().expect("balance is NOT NULL");
             let slots: i32 = row.get(4).unwrap().expect("slots is NOT NULL");
             let running = Running {
-                row_id: row.get(6).unwrap().expect("every row has a ctid"),
+                version: row.get(6).unwrap().expect("every row has a ctid"),
                 started_at: balance.clone(),
                 balance,
                 min_balance: row.get(3).unwrap().expect("min_balance is NOT NULL"),
@@ -256,15 +272,7 @@ fn decide(
         return Outcome::Failed(CreditsError::AccountNotFound { account: item.account.clone() });
     };
     if account.hot {
-        let entry = Entry {
-            movement: Movement::Charge,
-            account: &item.account,
-            amount: item.cost.clone(),
-            reason,
-            idempotency_key: item.key.as_deref(),
-            metadata: None,
-        };
-        return match entry.apply(client) {
+        return match item.entry(reason).apply(client) {
             Ok(Applied::Moved(balance)) => Outcome::Charged(balance),
             Ok(Applied::Replayed(balance)) => Outcome::Replayed(Some(balance)),
             Err(error) => Outcome::Failed(error),
@@ -308,7 +316,7 @@ fn decide(
 }
 
 /// Writes the charged items of plain accounts: their final balances, then their ledger
-/// entries in item order.
+/// entries, by account (the ledger's primary key order) and in item order within one.
 fn write(
     client: &SpiClient<'_>,
     items: &[Item],
@@ -316,12 +324,12 @@ fn write(
     reason: Option<&str>,
     running: &HashMap<String, Running>,
 ) {
-    let mut entries: Vec<(&Item, &AnyNumeric)> = items
+    let mut entries: Vec<(Entry<'_>, AnyNumeric)> = items
         .iter()
         .zip(outcomes)
         .filter_map(|(item, outcome)| match outcome {
             Outcome::Charged(balance_after) if !running[&item.account].hot && !item.cost.is_zero() => {
-                Some((item, balance_after))
+                Some((item.entry(reason), balance_after.clone()))
             }
             _ => None,
         })
@@ -330,32 +338,36 @@ fn write(
         return;
     }
     // Stable: an account's entries keep their item order (and so their ids).
-    entries.sort_by(|a, b| a.0.account.cmp(&b.0.account));
-    let entry_accounts: Vec<&str> = entries.iter().map(|(item, _)| item.account.as_str()).collect();
-    let amounts: Vec<AnyNumeric> =
-        entries.iter().map(|(item, _)| Movement::Charge.ledger_amount(&item.cost.value)).collect();
-    let balances_after: Vec<AnyNumeric> = entries.iter().map(|(_, balance)| (*balance).clone()).collect();
-    let keys: Vec<Option<&str>> = entries.iter().map(|(item, _)| item.key.as_deref()).collect();
+    entries.sort_by(|a, b| a.0.account.cmp(b.0.account));
     let charged: Vec<(&str, &Running)> = running
         .iter()
         .filter(|(_, account)| !account.hot && account.balance != account.started_at)
         .map(|(name, account)| (name.as_str(), account))
         .collect();
-    let _own = OwnWrite::begin_many(charged.iter().map(|(name, _)| *name));
-    let rows: Vec<&str> = charged.iter().map(|(_, account)| account.row_id.as_str()).collect();
-    let finals: Vec<AnyNumeric> = charged.iter().map(|(_, account)| account.balance.clone()).collect();
-    APPLY.all_rows(
-        client,
-        &[
-            rows.into(),
-            finals.into(),
-            entry_accounts.into(),
-            amounts.into(),
-            balances_after.into(),
-            keys.into(),
-            reason.into(),
-        ],
-    );
+    let finals: Vec<(pg_sys::ItemPointerData, AnyNumeric)> =
+        charged.iter().map(|(_, account)| (account.version, account.balance.clone())).collect();
+    if !direct::settle(&finals, &entries) {
+        let _own = OwnWrite::begin_many(charged.iter().map(|(name, _)| *name));
+        let names: Vec<&str> = charged.iter().map(|(name, _)| *name).collect();
+        let balances: Vec<AnyNumeric> = finals.into_iter().map(|(_, balance)| balance).collect();
+        let entry_accounts: Vec<&str> = entries.iter().map(|(entry, _)| entry.account).collect();
+        let amounts: Vec<AnyNumeric> =
+            entries.iter().map(|(entry, _)| Movement::Charge.ledger_amount(&entry.amount.value)).collect();
+        let balances_after: Vec<AnyNumeric> = entries.iter().map(|(_, after)| after.clone()).collect();
+        let keys: Vec<Option<&str>> = entries.iter().map(|(entry, _)| entry.idempotency_key).collect();
+        APPLY.all_rows(
+            client,
+            &[
+                names.into(),
+                balances.into(),
+                entry_accounts.into(),
+                amounts.into(),
+                balances_after.into(),
+                keys.into(),
+                reason.into(),
+            ],
+        );
+    }
     for (name, account) in charged {
         if notify::crossed(&account.started_at, &account.balance, account.threshold.as_ref()) {
             let threshold = account.threshold.as_ref().expect("crossed");

@@ -135,17 +135,24 @@ fn racing_calls_with_one_idempotency_key_apply_once_on_a_hot_account() {
 }
 
 #[test]
-fn parallel_batches_over_the_same_accounts_neither_deadlock_nor_overdraw() {
+fn parallel_batches_and_charges_over_the_same_accounts_neither_deadlock_nor_overdraw() {
     let db = fresh_database("conc_batch");
     let mut client = connect(&db);
     client
         .batch_execute("SELECT credits.create_account('b' || i, 50) FROM generate_series(1, 20) i")
         .unwrap();
     // Each session names the accounts in its own order; each charges 1 to every account
-    // 5 times per batch, 10 batches: 16 × 50 = 800 wanted per account, 50 available.
+    // 5 times per batch, 10 batches, with single charges in between: over 800 wanted per
+    // account, 50 available.
     let charged: Vec<i64> = in_parallel(&db, |c| {
         let mut charged = 0;
         for round in 0..10 {
+            for k in 0..5 {
+                match c.query_one("SELECT credits.charge($1, 1)", &[&format!("b{}", 1 + (round * 3 + k) % 20)]) {
+                    Ok(_) => charged += 1,
+                    Err(e) => assert_eq!(e.as_db_error().map(|e| e.code().code()), Some("PT402"), "{e}"),
+                }
+            }
             let row = c
                 .query_one(
                     "SELECT count(*) FILTER (WHERE status = 'charged')

@@ -1,4 +1,4 @@
-//! The direct paths (src/direct.rs: a charge, a slot charge) write the tables without
+//! The direct paths (src/direct.rs: a charge, a slot charge, a batch's writes) write the tables without
 //! the executor: these tests check that what they write is exactly what the SQL path
 //! writes, that indexes stay complete (amcheck), that transactions and savepoints see
 //! and undo it like any write, and that tables changed by hand make charges take the
@@ -41,6 +41,50 @@ fn a_charge_writes_the_full_ledger_entry() {
         assert!(row.get::<_, bool>(column), "column {column}");
     }
     tx.commit().unwrap();
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn a_batch_writes_full_ledger_entries_in_item_order() {
+    let mut client = account("direct_batch_entry");
+    client.execute("SELECT credits.create_account('b', 10)", &[]).unwrap();
+    let mut tx = client.transaction().unwrap();
+    tx.query(
+        "SELECT * FROM credits.charge_many(ARRAY['b', 'a', 'b', 'a'], ARRAY[1, 2, 3, 4]::numeric[],
+                                           ARRAY['k1', NULL, 'k3', 'k4'], reason => 'usage')",
+        &[],
+    )
+    .unwrap();
+    let rows = tx
+        .query(
+            "SELECT account, amount, balance_after, idempotency_key, kind = 'charge' AND reason = 'usage'
+                    AND metadata IS NULL AND txid = pg_current_xact_id() AND created_at = now()
+               FROM credits.ledger WHERE kind = 'charge' ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    let entries: Vec<(String, Decimal, Decimal, Option<String>, bool)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
+    let expected = [
+        ("a", "-2", "998", None),
+        ("a", "-4", "994", Some("k4")),
+        ("b", "-1", "9", Some("k1")),
+        ("b", "-3", "6", Some("k3")),
+    ];
+    assert_eq!(entries.len(), expected.len());
+    for (entry, (account, amount, after, key)) in entries.iter().zip(expected) {
+        assert_eq!((entry.0.as_str(), entry.1, entry.2, entry.3.as_deref()), (account, dec(amount), dec(after), key));
+        assert!(entry.4, "kind, reason, metadata, txid and created_at of {entry:?}");
+    }
+    let updated: bool =
+        tx.query_one("SELECT bool_and(updated_at = now()) FROM credits.accounts", &[]).unwrap().get(0);
+    assert!(updated, "both accounts' updated_at");
+    tx.commit().unwrap();
+    let replayed = client
+        .query_one("SELECT credits.charge('b', 3, idempotency_key => 'k3'), credits.balance('b')", &[])
+        .unwrap();
+    assert_eq!((replayed.get::<_, Decimal>(0), replayed.get::<_, Decimal>(1)), (dec("6"), dec("6")),
+               "the batch's key is found by a single charge");
     assert_ledger_invariant(&mut client);
 }
 
@@ -109,19 +153,22 @@ fn tables_changed_by_hand_are_honoured() {
         )
         .unwrap();
     client.query_one("SELECT credits.charge('a', 5, reason => 'audited')", &[]).unwrap();
-    let audited: Decimal = client.query_one("SELECT balance FROM audit", &[]).unwrap().get(0);
-    assert_eq!(audited, dec("995"), "a user's trigger on the accounts fired");
+    client.query("SELECT * FROM credits.charge_many(ARRAY['a', 'a'], ARRAY[1, 2]::numeric[], reason => 'audited')", &[]).unwrap();
+    let audited: Vec<Decimal> =
+        client.query("SELECT balance FROM audit", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(audited, [dec("995"), dec("992")], "a user's trigger on the accounts fired for the charge and the batch");
     client
         .execute("SELECT bt_index_check('credits.ledger_by_reason', heapallindexed => true)", &[])
         .unwrap();
     client.batch_execute("SET enable_seqscan = off").unwrap();
     let by_reason: i64 =
         client.query_one("SELECT count(*) FROM credits.ledger WHERE reason = 'audited'", &[]).unwrap().get(0);
-    assert_eq!(by_reason, 1, "found through the hand-made index");
+    assert_eq!(by_reason, 3, "found through the hand-made index");
     client.batch_execute("DROP TRIGGER audit ON credits.accounts; DROP INDEX credits.ledger_by_reason").unwrap();
     client.query_one("SELECT credits.charge('a', 5)", &[]).unwrap();
+    client.query("SELECT * FROM credits.charge_many(ARRAY['a'], ARRAY[1]::numeric[])", &[]).unwrap();
     let audited: i64 = client.query_one("SELECT count(*) FROM audit", &[]).unwrap().get(0);
-    assert_eq!(audited, 1, "the trigger is gone: no new audit row");
+    assert_eq!(audited, 2, "the trigger is gone: no new audit row");
     assert_ledger_invariant(&mut client);
 }
 
