@@ -113,6 +113,31 @@ fn worker(id: usize, db: String, stop: Arc<AtomicBool>) -> Report {
                 }
                 continue;
             }
+            // A batch of keyed charges (plain accounts' written directly, hot ones' through
+            // their slots): each item's key applies once if the call committed, else never.
+            4 => {
+                let accounts: Vec<String> = (0..3).map(|_| format!("bank-{}", rng.next() % ACCOUNTS)).collect();
+                let costs: Vec<String> = (0..3).map(|_| format!("{}.{:02}", rng.next() % 15, 1 + rng.next() % 99)).collect();
+                let keys: Vec<String> = (0..3).map(|j| format!("{key}-b{j}")).collect();
+                let mut was_in_flight = false;
+                let statuses = loop {
+                    match client.query(
+                        "SELECT status FROM credits.charge_many($1, $2::text[]::numeric[], $3) ORDER BY item",
+                        &[&accounts, &costs, &keys],
+                    ) {
+                        Ok(rows) => break rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(),
+                        Err(_) => {
+                            was_in_flight = true;
+                            client = match reconnect(&db, &stop) { Some(c) => c, None => return report };
+                        }
+                    }
+                };
+                for ((account, key), status) in accounts.into_iter().zip(keys).zip(statuses) {
+                    let settled = if status == "failed" { Settled::Refused } else { Settled::Committed };
+                    report.operations.push(Operation { account, key, settled, was_in_flight });
+                }
+                continue;
+            }
             // A direct adjustment through raw SQL: the guard records it.
             2 => {
                 let result = client.execute(
