@@ -1,5 +1,6 @@
-//! The direct writes: the common cases of `credits.charge` (no idempotency key, nobody
-//! else updating the row: a plain account that can pay, or a hot account's slot that can),
+//! The direct writes: the common cases of `credits.charge` (nobody else updating the row:
+//! a plain account that can pay and has not seen the charge's idempotency key, or a hot
+//! account's slot that can pay a charge without a key),
 //! and what `charge_many` decided for the plain accounts it locked, written straight to
 //! the tables through PostgreSQL's heap and index access methods, without the SQL
 //! executor.
@@ -23,9 +24,13 @@
 //!   waits, re-reads, and raises a serialization failure where the isolation level
 //!   requires one). A failed `heap_update` leaves no lock behind, so a charge that steps
 //!   aside never holds a slot while it waits for its account (see `hot`).
+//! - An idempotency key is looked up with that same snapshot, and a charge whose key is
+//!   found steps aside (the SQL path replays it, or reports the conflict). Every entry
+//!   with a key is written together with an update of its account's row (or slot), so
+//!   when the version read is still the latest at the update, no entry with the key can
+//!   have been committed since the snapshot.
 //! - The ledger entry gets its id from the ledger's identity sequence and is indexed
-//!   like an INSERT would index it; a missing key means the partial idempotency index
-//!   has no entry to get.
+//!   like an INSERT would index it (in the partial idempotency index only with a key).
 //! - SERIALIZABLE's read and write tracking happens inside the access methods used here.
 //! - A read-only transaction (or a standby) is left to the SQL path, which refuses it.
 
@@ -88,11 +93,12 @@ enum Update {
     Lost,
 }
 
-/// Makes a charge (no idempotency key, a positive cost) of a plain account, or returns
-/// `None` having written nothing.
+/// Makes a charge (a positive cost) of a plain account, or returns `None` having written
+/// nothing. A charge with an idempotency key steps aside when its key is in the ledger.
 pub fn charge(entry: &Entry<'_>) -> Option<Charged> {
+    let also = Also::keys_if(entry.idempotency_key.is_some());
     // SAFETY: see `with_tables`.
-    unsafe { with_tables(Also::Nothing, |tables| tables.charge(entry)).flatten() }
+    unsafe { with_tables(also, |tables| tables.charge(entry)).flatten() }
 }
 
 /// Takes a charge (no idempotency key, a positive cost) from slot `preferred` of a hot
@@ -110,8 +116,7 @@ pub fn take_from_slot(entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharg
 /// (with its `balance_after`, in the order given). Returns false, having written nothing,
 /// when the tables cannot be written directly.
 pub fn settle(accounts: &[(pg_sys::ItemPointerData, AnyNumeric)], entries: &[(Entry<'_>, AnyNumeric)]) -> bool {
-    let keyed = entries.iter().any(|(entry, _)| entry.idempotency_key.is_some());
-    let also = if keyed { Also::IdempotencyKeys } else { Also::Nothing };
+    let also = Also::keys_if(entries.iter().any(|(entry, _)| entry.idempotency_key.is_some()));
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.settle(accounts, entries)) }.is_some()
 }
@@ -124,6 +129,12 @@ enum Also {
     Slots,
     /// The ledger's idempotency index, for entries with a key.
     IdempotencyKeys,
+}
+
+impl Also {
+    fn keys_if(keyed: bool) -> Also {
+        if keyed { Also::IdempotencyKeys } else { Also::Nothing }
+    }
 }
 
 /// Runs `f` on pg_credits' tables (the slots too if `with_slots`), opened; `None` when
@@ -270,6 +281,12 @@ impl Tables {
         let account_datum = entry.account.into_datum().expect("text is never NULL");
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
+        if let Some(key) = entry.idempotency_key {
+            if self.key_recorded(snapshot, account_datum, key) {
+                pg_sys::UnregisterSnapshot(snapshot);
+                return None;
+            }
+        }
         let mut found = None;
         self.accounts.scan(snapshot, &mut [text_key(1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, version| {
             let plain = i32::from_datum(values[7], nulls[7]) == Some(0);
@@ -354,6 +371,22 @@ impl Tables {
         unreachable!("the last attempt returns")
     }
 
+    /// Whether the ledger has an entry for this account and idempotency key under
+    /// `snapshot`. Only ever asked with the snapshot whose account row version the charge
+    /// then updates: every entry with a key is written together with an update of the
+    /// account's row (or a slot, which a plain account has none of), so if that version is
+    /// still the latest when it is updated, no entry with the key was committed since.
+    unsafe fn key_recorded(&self, snapshot: pg_sys::Snapshot, account: Datum, key: &str) -> bool {
+        let index = self.ledger_keys.expect("opened for entries with a key");
+        let key = key.into_datum().expect("text is never NULL");
+        let mut recorded = false;
+        scan(self.ledger.heap, index, snapshot, &mut [text_key(1, account), text_key(2, key)], 1, |_, _, _| {
+            recorded = true;
+            false
+        });
+        recorded
+    }
+
     unsafe fn settle(&self, accounts: &[(pg_sys::ItemPointerData, AnyNumeric)], entries: &[(Entry<'_>, AnyNumeric)]) {
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
         for (version, balance) in accounts {
@@ -416,21 +449,9 @@ impl Table {
         snapshot: pg_sys::Snapshot,
         keys: &mut [pg_sys::ScanKeyData],
         columns: usize,
-        mut each: impl FnMut(&mut [Datum], &mut [bool], pg_sys::ItemPointerData) -> bool,
+        each: impl FnMut(&mut [Datum], &mut [bool], pg_sys::ItemPointerData) -> bool,
     ) {
-        let scan = pg_sys::index_beginscan(self.heap, self.pkey, snapshot, keys.len() as i32, 0);
-        pg_sys::index_rescan(scan, keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
-        let slot = pg_sys::table_slot_create(self.heap, std::ptr::null_mut());
-        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            pg_sys::slot_getsomeattrs_int(slot, columns as i32);
-            let values = std::slice::from_raw_parts_mut((*slot).tts_values, columns);
-            let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, columns);
-            if !each(values, nulls, (*slot).tts_tid) {
-                break;
-            }
-        }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::index_endscan(scan);
+        scan(self.heap, self.pkey, snapshot, keys, columns, each);
     }
 
     /// Replaces `version` with `new_row` if it is still the latest version. Another
@@ -493,6 +514,31 @@ impl Table {
         pg_sys::ReleaseBuffer(buffer);
         result
     }
+}
+
+/// Calls `each` with the columns and version of every row of `heap` that `index` finds
+/// for `keys` under `snapshot`, until it returns false (see `Table::scan`).
+unsafe fn scan(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    keys: &mut [pg_sys::ScanKeyData],
+    columns: usize,
+    mut each: impl FnMut(&mut [Datum], &mut [bool], pg_sys::ItemPointerData) -> bool,
+) {
+    let scan = pg_sys::index_beginscan(heap, index, snapshot, keys.len() as i32, 0);
+    pg_sys::index_rescan(scan, keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
+    let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
+    while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+        pg_sys::slot_getsomeattrs_int(slot, columns as i32);
+        let values = std::slice::from_raw_parts_mut((*slot).tts_values, columns);
+        let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, columns);
+        if !each(values, nulls, (*slot).tts_tid) {
+            break;
+        }
+    }
+    pg_sys::ExecDropSingleTupleTableSlot(slot);
+    pg_sys::index_endscan(scan);
 }
 
 /// Inserts a written row's entry into `index`, whose columns are `key` (none NULL).

@@ -5,6 +5,9 @@
 //! the updated row, so balance and ledger can never disagree. Nothing reads the ledger
 //! unless an idempotency key is given, and then only through its unique index.
 //!
+//! Most charges of plain accounts never get here: `direct` writes them (with or without
+//! a key) and hands over only what it cannot do alone.
+//!
 //! With an idempotency key the account row is locked first and the key looked up after:
 //! under READ COMMITTED the lookup's fresh snapshot then sees whatever a racing call with
 //! the same key committed while we waited, so the key applies exactly once.
@@ -225,7 +228,6 @@ impl Entry<'_> {
     /// none; `None` when it does not apply or stepped aside, having written nothing.
     fn apply_directly(&self) -> Option<AnyNumeric> {
         let eligible = self.movement == Movement::Charge
-            && self.idempotency_key.is_none()
             && !self.amount.is_zero()
             && hot::known_slots(self.account).is_none();
         if !eligible {

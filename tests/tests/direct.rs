@@ -89,6 +89,28 @@ fn a_batch_writes_full_ledger_entries_in_item_order() {
 }
 
 #[test]
+fn a_key_applies_once_whether_replayed_in_its_transaction_or_after() {
+    let mut client = account("direct_keys");
+    let mut tx = client.transaction().unwrap();
+    let charge = "SELECT credits.charge('a', $1::text::numeric, idempotency_key => 'k')";
+    for _ in 0..2 {
+        let after: Decimal = tx.query_one(charge, &[&"5"]).unwrap().get(0);
+        assert_eq!(after, dec("995"));
+    }
+    tx.commit().unwrap();
+    let after: Decimal = client.query_one(charge, &[&"5"]).unwrap().get(0);
+    assert_eq!(after, dec("995"), "replayed after commit");
+    let conflict = db_error(client.query_one(charge, &[&"6"]));
+    assert_eq!(payload(&conflict)["name"], "IdempotencyConflictError");
+    let entry = client
+        .query_one("SELECT count(*), min(amount), min(balance_after) FROM credits.ledger WHERE idempotency_key = 'k'", &[])
+        .unwrap();
+    assert_eq!((entry.get::<_, i64>(0), entry.get::<_, Decimal>(1), entry.get::<_, Decimal>(2)),
+               (1, dec("-5"), dec("995")));
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
 fn charges_within_one_statement_and_one_transaction_see_each_other() {
     let mut client = account("direct_visibility");
     let row = client
@@ -117,6 +139,8 @@ fn indexes_hold_every_row_the_direct_path_wrote() {
              SELECT credits.create_account('acct-' || i, 100) FROM generate_series(1, 200) i;
              SELECT credits.charge('acct-' || (i % 200 + 1), 0.25) FROM generate_series(1, 20000) i;
              SELECT credits.charge('a', 1) FROM generate_series(1, 500);
+             SELECT credits.charge('acct-' || (i % 200 + 1), 0.25, idempotency_key => 'single-' || i)
+               FROM generate_series(1, 2000) i;
              SELECT count(*) FROM credits.charge_many(
                  ARRAY(SELECT 'acct-' || (i % 200 + 1) FROM generate_series(1, 2000) i),
                  array_fill(0.25::numeric, ARRAY[2000]),
@@ -128,12 +152,14 @@ fn indexes_hold_every_row_the_direct_path_wrote() {
             .execute(&format!("SELECT bt_index_check('{index}', heapallindexed => true)"), &[])
             .unwrap_or_else(|e| panic!("{index}: {e}"));
     }
-    assert_eq!(balance(&mut client, "acct-1"), dec("72.5"));
-    let keyed: i64 = client
-        .query_one("SELECT count(*) FROM credits.ledger WHERE idempotency_key LIKE 'usage-%'", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(keyed, 2000);
+    assert_eq!(balance(&mut client, "acct-1"), dec("70"));
+    for prefix in ["single-", "usage-"] {
+        let keyed: i64 = client
+            .query_one("SELECT count(*) FROM credits.ledger WHERE idempotency_key LIKE $1 || '%'", &[&prefix])
+            .unwrap()
+            .get(0);
+        assert_eq!(keyed, 2000, "{prefix}");
+    }
     assert_ledger_invariant(&mut client);
 }
 
