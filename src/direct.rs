@@ -1,6 +1,6 @@
 //! The direct writes: the common cases of `credits.charge` (nobody else updating the row:
-//! a plain account that can pay and has not seen the charge's idempotency key, or a hot
-//! account's slot that can pay a charge without a key),
+//! a plain account that can pay and has not seen the charge's idempotency key, or a slot
+//! of a hot account that can pay, the key locked and looked up by `hot`),
 //! and what `charge_many` decided for the plain accounts it locked, written straight to
 //! the tables through PostgreSQL's heap and index access methods, without the SQL
 //! executor.
@@ -96,18 +96,20 @@ enum Update {
 /// Makes a charge (a positive cost) of a plain account, or returns `None` having written
 /// nothing. A charge with an idempotency key steps aside when its key is in the ledger.
 pub fn charge(entry: &Entry<'_>) -> Option<Charged> {
-    let also = Also::keys_if(entry.idempotency_key.is_some());
+    let also = Also { slots: false, idempotency_keys: entry.idempotency_key.is_some() };
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.charge(entry)).flatten() }
 }
 
-/// Takes a charge (no idempotency key, a positive cost) from slot `preferred` of a hot
-/// account or, if `hop`, from the first slot after it (in slot order, wrapping around)
-/// that can pay and that no other transaction is charging right now. Only when every slot
-/// that can pay is being charged does it wait, for the first of them.
+/// Takes a charge (a positive cost) from slot `preferred` of a hot account or, if `hop`,
+/// from the first slot after it (in slot order, wrapping around) that can pay and that no
+/// other transaction is charging right now. Only when every slot that can pay is being
+/// charged does it wait, for the first of them. A charge with an idempotency key must come
+/// with the key's lock held and the key looked up (see `hot`): this does not look.
 pub fn take_from_slot(entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharge {
+    let also = Also { slots: true, idempotency_keys: entry.idempotency_key.is_some() };
     // SAFETY: see `with_tables`.
-    unsafe { with_tables(Also::Slots, |tables| tables.take_from_slot(entry, preferred, hop)) }
+    unsafe { with_tables(also, |tables| tables.take_from_slot(entry, preferred, hop)) }
         .unwrap_or(SlotCharge::StepAside)
 }
 
@@ -116,28 +118,21 @@ pub fn take_from_slot(entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharg
 /// (with its `balance_after`, in the order given). Returns false, having written nothing,
 /// when the tables cannot be written directly.
 pub fn settle(accounts: &[(pg_sys::ItemPointerData, AnyNumeric)], entries: &[(Entry<'_>, AnyNumeric)]) -> bool {
-    let also = Also::keys_if(entries.iter().any(|(entry, _)| entry.idempotency_key.is_some()));
+    let also = Also { slots: false, idempotency_keys: entries.iter().any(|(entry, _)| entry.idempotency_key.is_some()) };
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.settle(accounts, entries)) }.is_some()
 }
 
 /// What a direct write opens besides the accounts and the ledger.
-#[derive(Clone, Copy, PartialEq)]
-enum Also {
-    Nothing,
-    /// A hot account's slots.
-    Slots,
+#[derive(Clone, Copy)]
+struct Also {
+    /// The slots of hot accounts.
+    slots: bool,
     /// The ledger's idempotency index, for entries with a key.
-    IdempotencyKeys,
+    idempotency_keys: bool,
 }
 
-impl Also {
-    fn keys_if(keyed: bool) -> Also {
-        if keyed { Also::IdempotencyKeys } else { Also::Nothing }
-    }
-}
-
-/// Runs `f` on pg_credits' tables (the slots too if `with_slots`), opened; `None` when
+/// Runs `f` on pg_credits' tables (and what `also` names), opened; `None` when
 /// they cannot be used directly.
 ///
 /// SAFETY (for everything below): every relation opened is closed (locks kept to the end
@@ -223,7 +218,7 @@ impl Tables {
 
     /// The tables, if they are where `catalog` says and as pg_credits made them.
     unsafe fn open_as(catalog: Catalog, also: Also) -> Option<Tables> {
-        let with_slots = also == Also::Slots;
+        let with_slots = also.slots;
         let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
         let wanted = if with_slots { 6 } else { 4 };
         let opened: Vec<pg_sys::Relation> = (0..wanted)
@@ -261,7 +256,7 @@ impl Tables {
             ledger: table(2),
             slots: with_slots.then(|| table(4)),
             // The ledger's index list was checked above: this is its idempotency index.
-            ledger_keys: (also == Also::IdempotencyKeys).then(|| pg_sys::index_open(catalog.ledger_key_index, lock)),
+            ledger_keys: also.idempotency_keys.then(|| pg_sys::index_open(catalog.ledger_key_index, lock)),
             ledger_ids: catalog.ledger_ids,
         })
     }

@@ -19,10 +19,10 @@
 //! - The ledger gets one entry per charge, as always; entries taken from a slot have no
 //!   `balance_after` (NULL), because parallel charges have no single order.
 //!
-//! A charge without a key takes from its slot through the direct path (`direct`); one
-//! with a key, or one the direct path steps aside from, through SQL. The direct path
-//! does not queue behind a slot another transaction is charging: it takes the next free
-//! one, and waits only when every slot is busy.
+//! A charge takes from its slot through the direct path (`direct`), once its key (if it
+//! has one) is locked and looked up; one the direct path steps aside from, through SQL.
+//! Neither queues behind a slot another transaction is charging: a charge takes the next
+//! free one, and waits only when every slot is busy.
 //!
 //! A transaction keeps the slot it first took from for every charge it makes to an
 //! account, so it never waits on itself, nor for a slot while it holds another; two
@@ -203,16 +203,12 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
     }
     if entry.movement == Movement::Charge {
         let (slot, taken_before) = slot_for(entry.account, slots);
-        let taken = match entry.idempotency_key {
-            // The direct path writes no key (it would owe the key index an entry). A
-            // transaction that holds no slot yet may take any free one; one that holds a
-            // slot keeps to it, so it never waits for a slot while holding another.
-            None => match direct::take_from_slot(entry, slot, !taken_before) {
-                SlotCharge::Taken { balance, threshold, slot } => Some((balance, threshold, slot)),
-                SlotCharge::CannotPay => None,
-                SlotCharge::StepAside => take_from_slot(client, entry, slot, !taken_before),
-            },
-            Some(_) => take_from_slot(client, entry, slot, !taken_before),
+        // A transaction that holds no slot yet may take any free one; one that holds a
+        // slot keeps to it, so it never waits for a slot while holding another.
+        let taken = match direct::take_from_slot(entry, slot, !taken_before) {
+            SlotCharge::Taken { balance, threshold, slot } => Some((balance, threshold, slot)),
+            SlotCharge::CannotPay => None,
+            SlotCharge::StepAside => take_from_slot(client, entry, slot, !taken_before),
         };
         if let Some((balance, threshold, taken_from)) = taken {
             remember_slot(entry.account, taken_from);

@@ -139,6 +139,8 @@ fn indexes_hold_every_row_the_direct_path_wrote() {
              SELECT credits.create_account('acct-' || i, 100) FROM generate_series(1, 200) i;
              SELECT credits.charge('acct-' || (i % 200 + 1), 0.25) FROM generate_series(1, 20000) i;
              SELECT credits.charge('a', 1) FROM generate_series(1, 500);
+             SELECT credits.set_slots('a', 4);
+             SELECT credits.charge('a', 1, idempotency_key => 'hot-' || i) FROM generate_series(1, 300) i;
              SELECT credits.charge('acct-' || (i % 200 + 1), 0.25, idempotency_key => 'single-' || i)
                FROM generate_series(1, 2000) i;
              SELECT count(*) FROM credits.charge_many(
@@ -153,12 +155,13 @@ fn indexes_hold_every_row_the_direct_path_wrote() {
             .unwrap_or_else(|e| panic!("{index}: {e}"));
     }
     assert_eq!(balance(&mut client, "acct-1"), dec("70"));
-    for prefix in ["single-", "usage-"] {
+    assert_eq!(balance(&mut client, "a"), dec("200"));
+    for prefix in ["single-", "usage-", "hot-"] {
         let keyed: i64 = client
             .query_one("SELECT count(*) FROM credits.ledger WHERE idempotency_key LIKE $1 || '%'", &[&prefix])
             .unwrap()
             .get(0);
-        assert_eq!(keyed, 2000, "{prefix}");
+        assert_eq!(keyed, if prefix == "hot-" { 300 } else { 2000 }, "{prefix}");
     }
     assert_ledger_invariant(&mut client);
 }
