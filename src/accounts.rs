@@ -59,14 +59,16 @@ fn set_metadata(account: Option<&str>, metadata: Option<JsonB>) {
 
 /// An account row as the money path needs it. For a hot account `balance` is only the
 /// part not spread over its slots.
+#[derive(Clone)]
 pub struct Account {
     pub balance: AnyNumeric,
     pub min_balance: AnyNumeric,
     pub slots: i32,
+    pub low_balance_threshold: Option<AnyNumeric>,
 }
 
 static LOCK: Statement = Statement {
-    sql: "SELECT balance, min_balance, slots FROM credits.accounts WHERE account = $1 FOR UPDATE",
+    sql: "SELECT balance, min_balance, slots, low_balance_threshold FROM credits.accounts WHERE account = $1 FOR UPDATE",
     args: &[TEXT],
 };
 
@@ -141,6 +143,7 @@ pub fn lock(client: &SpiClient<'_>, account: &str) -> Option<Account> {
         balance: row.column(1),
         min_balance: row.column(2),
         slots: row.column(3),
+        low_balance_threshold: row.nullable_column(4),
     })
 }
 
@@ -237,7 +240,7 @@ fn limits(
             client,
             &[account.into(), min_balance.into(), low_balance_threshold.into()],
         );
-        hot::spread(client, account);
+        hot::spread(client, account, current.slots);
         Ok(())
     })
 }

@@ -10,14 +10,17 @@
 //! - No slot goes below zero (the `slot_amount` domain), and the account row stays at or
 //!   above `min_balance`, so the total never goes below the floor.
 //! - A charge no slot it may take from can cover (a transaction that already took from a
-//!   slot may only take from that one) takes the account row lock, gathers every slot into
-//!   the row, and is decided on the exact total like a plain charge: served if the total
-//!   can pay (then spread again), PT402 otherwise. Recharges take the same locked path,
-//!   so the money they bring is spread at once.
+//!   slot may only take from that one) takes the account row lock and gathers the slots
+//!   no other transaction is charging into the row. If they can pay, it is served from
+//!   them (spread over them again). If not, it gathers every slot, waiting for the busy
+//!   ones, and is decided on the exact total like a plain charge: served if the total can
+//!   pay (then spread again), PT402 otherwise. Recharges take the locked path, gathering
+//!   every slot, so the money they bring is spread at once.
 //! - Idempotency keys are serialized per (account, key) by a transaction advisory lock,
 //!   taken before the key is looked up.
-//! - The ledger gets one entry per charge, as always; entries taken from a slot have no
-//!   `balance_after` (NULL), because parallel charges have no single order.
+//! - The ledger gets one entry per charge, as always; entries taken from a slot (or from
+//!   the free slots gathered) have no `balance_after` (NULL), because parallel charges
+//!   have no single order.
 //!
 //! A charge takes from its slot through the direct path (`direct`), once its key (if it
 //! has one) is locked and looked up; one the direct path steps aside from, through SQL.
@@ -25,15 +28,16 @@
 //! free one, and waits only when every slot is busy.
 //!
 //! A transaction keeps the slot it first took from for every charge it makes to an
-//! account, so it never waits on itself, nor for a slot while it holds another; two
-//! transactions that each charge a hot account several times can still deadlock when one
-//! of them has to gather (PostgreSQL cancels one with 40P01).
+//! account, so it never waits on itself, nor for a slot while it holds another, unless it
+//! gathers: two transactions that each charge a hot account several times can deadlock
+//! (PostgreSQL cancels one with 40P01) when both gather and the free slots cannot pay,
+//! that is when the money in the slots they hold is needed.
 
 use crate::accounts::{self, Account};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::ledger::{Applied, Entry, Movement};
 use crate::direct::{self, SlotCharge};
-use crate::plans::{OwnWrite, Statement, INT4, JSONB, NUMERIC, TEXT};
+use crate::plans::{OwnWrite, Statement, INT4, INT4_ARRAY, JSONB, NUMERIC, TEXT};
 use crate::{input, notify};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -130,40 +134,58 @@ static TAKE_FROM_FREE_SLOT: Statement = Statement {
     args: TAKE_ARGS,
 };
 
-/// Moves every slot's money back to the locked account row; returns the row's balance,
-/// now the whole balance.
-static GATHER: Statement = Statement {
-    sql: "WITH held AS (
-              SELECT slot, available FROM credits.account_slots
-               WHERE account = $1 AND available > 0 ORDER BY slot FOR UPDATE),
-          emptied AS (
-              UPDATE credits.account_slots s SET available = 0 FROM held
-               WHERE s.account = $1 AND s.slot = held.slot
-           RETURNING held.available)
-          UPDATE credits.accounts
-             SET balance = pg_catalog.trim_scale(balance + (SELECT coalesce(sum(available), 0) FROM emptied))
-           WHERE account = $1
-       RETURNING balance",
-    args: &[TEXT],
-};
+/// Moves the money of the slots it locks (`lock`: every slot, or only those no other
+/// transaction is charging) back to the locked account row; returns the row's balance and
+/// the slots it holds.
+macro_rules! gather_sql {
+    (lock: $lock:literal) => {
+        concat!(
+            "WITH held AS (
+                 SELECT slot, available FROM credits.account_slots
+                  WHERE account = $1 ORDER BY slot ", $lock, "),
+             emptied AS (
+                 UPDATE credits.account_slots s SET available = 0 FROM held
+                  WHERE s.account = $1 AND s.slot = held.slot AND held.available > 0
+              RETURNING held.available),
+             moved AS (
+                 UPDATE credits.accounts
+                    SET balance = pg_catalog.trim_scale(balance + (SELECT coalesce(sum(available), 0) FROM emptied))
+                  WHERE account = $1
+              RETURNING balance)
+             SELECT (SELECT balance FROM moved), ARRAY(SELECT slot FROM held ORDER BY slot)"
+        )
+    };
+}
 
-/// Shares what the locked account row can spend evenly over its (empty) slots, to 18
-/// decimal places, rounding down: the rest stays on the row. trim_scale keeps 250 from
+/// Every slot, waiting for the transactions charging them: the row then has the whole balance.
+static GATHER: Statement = Statement { sql: gather_sql!(lock: "FOR UPDATE"), args: &[TEXT] };
+
+/// The slots no other transaction is charging.
+static GATHER_FREE: Statement = Statement { sql: gather_sql!(lock: "FOR UPDATE SKIP LOCKED"), args: &[TEXT] };
+
+/// Shares what the locked account row can spend evenly over the (empty, held) slots $2, to
+/// 18 decimal places, rounding down: the rest stays on the row. trim_scale keeps 250 from
 /// being shown as 250.000000000000000000.
 static SPREAD: Statement = Statement {
     sql: "WITH share AS (
-              SELECT pg_catalog.trim_scale(pg_catalog.div((balance - min_balance) * 1e18, slots) * 1e-18) AS each
+              SELECT pg_catalog.trim_scale(pg_catalog.div((balance - min_balance) * 1e18, pg_catalog.cardinality($2)) * 1e-18) AS each
                 FROM credits.accounts
-               WHERE account = $1 AND slots > 0 AND balance > min_balance),
+               WHERE account = $1 AND slots > 0 AND balance > min_balance AND pg_catalog.cardinality($2) > 0),
           filled AS (
               UPDATE credits.account_slots s SET available = s.available + share.each FROM share
-               WHERE s.account = $1
+               WHERE s.account = $1 AND s.slot = ANY ($2)
            RETURNING share.each)
           UPDATE credits.accounts
              SET balance = pg_catalog.trim_scale(balance - (SELECT coalesce(sum(each), 0) FROM filled))
            WHERE account = $1 AND slots > 0
        RETURNING balance",
-    args: &[TEXT],
+    args: &[TEXT, INT4_ARRAY],
+};
+
+/// What the slots other than $2 hold, as of this statement's snapshot.
+static OTHER_SLOTS: Statement = Statement {
+    sql: "SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1 AND slot <> ALL ($2)",
+    args: &[TEXT, INT4_ARRAY],
 };
 
 static DROP_SLOTS: Statement = Statement {
@@ -212,10 +234,7 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
         };
         if let Some((balance, threshold, taken_from)) = taken {
             remember_slot(entry.account, taken_from);
-            let before = balance.clone() + entry.amount.value.clone();
-            if notify::crossed(&before, &balance, threshold.as_ref()) {
-                notify::low_balance(client, entry.account, &balance, threshold.as_ref().expect("crossed"));
-            }
+            alert_if_crossed(client, entry, &balance, threshold.as_ref());
             return Ok(Applied::Moved(balance));
         }
     }
@@ -280,7 +299,11 @@ fn in_subtransaction<'a>(
     }
 }
 
-/// Under the account row lock, on the exact total: what a plain account does.
+/// Under the account row lock: a charge that the slots no other transaction is charging
+/// can pay is taken from them (gathered into the row), without waiting for the busy ones;
+/// anything else is decided on the exact total, every slot gathered, as a plain account
+/// would decide it. Not waiting is what keeps two transactions that each took from a slot
+/// from deadlocking when both have to gather, unless the money of their slots is needed.
 fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<Applied> {
     let Some(account) = accounts::lock(client, entry.account) else {
         // Gone since this backend saw it hot: start over without the hint (a recharge
@@ -293,11 +316,44 @@ fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<Applied> 
         // Gathered back into a plain account since we looked.
         return entry.apply_locked(client);
     }
-    let balance = gather(client, entry.account);
-    let whole = Account { balance, ..account };
+    let all = if entry.movement == Movement::Charge {
+        let free = gather_slots(client, entry.account, &GATHER_FREE);
+        if free.slots.len() == account.slots as usize {
+            free
+        } else if entry.check(&Account { balance: free.balance.clone(), ..account.clone() }).is_ok() {
+            return Ok(apply_to_part(client, entry, &free.slots, account.low_balance_threshold.as_ref()));
+        } else {
+            gather_slots(client, entry.account, &GATHER)
+        }
+    } else {
+        gather_slots(client, entry.account, &GATHER)
+    };
+    let whole = Account { balance: all.balance, ..account };
     let result = entry.check(&whole).map(|()| Applied::Moved(entry.apply_to_locked_balance(client)));
-    spread(client, entry.account);
+    spread_over(client, entry.account, &all.slots);
     result
+}
+
+/// Takes a charge from the locked row, which holds the money of the slots `held` (the
+/// others are being charged): its entry has no `balance_after`, as a slot's has none.
+fn apply_to_part(client: &SpiClient<'_>, entry: &Entry<'_>, held: &[i32], threshold: Option<&AnyNumeric>) -> Applied {
+    let row_after = entry.apply_to_locked_part(client);
+    spread_over(client, entry.account, held);
+    let others: AnyNumeric = OTHER_SLOTS
+        .first_value(client, &[entry.account.into(), held.to_vec().into()])
+        .expect("a sum");
+    let balance = row_after + others;
+    alert_if_crossed(client, entry, &balance, threshold);
+    Applied::Moved(balance)
+}
+
+/// The low-balance alert of a charge whose balance after is only as of its snapshot
+/// (other transactions charge the other slots meanwhile): best-effort.
+fn alert_if_crossed(client: &SpiClient<'_>, entry: &Entry<'_>, balance: &AnyNumeric, threshold: Option<&AnyNumeric>) {
+    let before = balance.clone() + entry.amount.value.clone();
+    if notify::crossed(&before, balance, threshold) {
+        notify::low_balance(client, entry.account, balance, threshold.expect("crossed"));
+    }
 }
 
 /// The slot a transaction charges a hot account from, and whether it already took from
@@ -333,16 +389,32 @@ fn local_xid() -> u32 {
     unsafe { (*pg_sys::MyProc).lxid }
 }
 
+/// What a gathering moved to the account row: the row's balance after, and the slots
+/// it holds (emptied).
+struct Gathered {
+    balance: AnyNumeric,
+    slots: Vec<i32>,
+}
+
+fn gather_slots(client: &SpiClient<'_>, account: &str, statement: &'static Statement) -> Gathered {
+    let _own = OwnWrite::begin(account);
+    let row = statement.first_row(client, &[account.into()]).expect("one row");
+    Gathered { balance: row.column(1), slots: row.column(2) }
+}
+
 /// Gathers a locked hot account's slots into its row; returns the whole balance.
 pub fn gather(client: &SpiClient<'_>, account: &str) -> AnyNumeric {
-    let _own = OwnWrite::begin(account);
-    GATHER.first_value(client, &[account.into()]).expect("the account is locked")
+    gather_slots(client, account, &GATHER).balance
 }
 
 /// Spreads a locked account over its slots again; nothing for a plain account.
-pub fn spread(client: &SpiClient<'_>, account: &str) {
+pub fn spread(client: &SpiClient<'_>, account: &str, slots: i32) {
+    spread_over(client, account, &(0..slots).collect::<Vec<_>>());
+}
+
+fn spread_over(client: &SpiClient<'_>, account: &str, slots: &[i32]) {
     let _own = OwnWrite::begin(account);
-    SPREAD.first_row(client, &[account.into()]);
+    SPREAD.first_row(client, &[account.into(), slots.to_vec().into()]);
 }
 
 fn reshape(account: Option<&str>, slots: Option<i32>) -> Result<()> {
@@ -366,7 +438,7 @@ fn reshape(account: Option<&str>, slots: Option<i32>) -> Result<()> {
         ADD_SLOTS.first_row(client, &[account.into(), slots.into()]);
         drop(_own);
         remember(account, slots);
-        spread(client, account);
+        spread(client, account, slots);
         Ok(())
     })
 }

@@ -117,7 +117,8 @@ const MOVEMENT_ARGS: &[pgrx::pg_sys::PgOid] = &[TEXT, NUMERIC, TEXT, TEXT, JSONB
 /// after and, when a charge took the balance below the account's low-balance threshold,
 /// that threshold, so the alert needs no trigger on the money path.
 macro_rules! movement_sql {
-    (set: $set:literal, when: $when:literal, amount: $amount:literal, kind: $kind:literal, crossed: $crossed:literal) => {
+    (set: $set:literal, when: $when:literal, amount: $amount:literal, kind: $kind:literal,
+     balance_after: $balance_after:literal, crossed: $crossed:literal) => {
         concat!(
             "WITH moved AS (
                  UPDATE credits.accounts SET balance = ", $set, ", updated_at = pg_catalog.now()
@@ -126,7 +127,7 @@ macro_rules! movement_sql {
              entry AS (
                  INSERT INTO credits.ledger
                         (account, amount, balance_after, kind, reason, idempotency_key, metadata)
-                 SELECT account, ", $amount, ", balance, '", $kind, "', $3, $4, $5 FROM moved)
+                 SELECT account, ", $amount, ", ", $balance_after, ", '", $kind, "', $3, $4, $5 FROM moved)
              SELECT balance, crossed_threshold FROM moved"
         )
     };
@@ -134,7 +135,7 @@ macro_rules! movement_sql {
 
 macro_rules! charge_sql {
     ($when:literal) => {
-        movement_sql!(set: "balance - $2", when: $when, amount: "-$2", kind: "charge",
+        movement_sql!(set: "balance - $2", when: $when, amount: "-$2", kind: "charge", balance_after: "balance",
                       crossed: "CASE WHEN balance < low_balance_threshold
                                       AND balance + $2 >= low_balance_threshold
                                      THEN low_balance_threshold END")
@@ -143,7 +144,7 @@ macro_rules! charge_sql {
 
 macro_rules! recharge_sql {
     ($when:literal) => {
-        movement_sql!(set: "balance + $2", when: $when, amount: "$2", kind: "recharge",
+        movement_sql!(set: "balance + $2", when: $when, amount: "$2", kind: "recharge", balance_after: "balance",
                       crossed: "NULL::pg_catalog.numeric")
     };
 }
@@ -169,6 +170,15 @@ static APPLY_CHARGE_LOCKED: Statement = Statement {
 
 static APPLY_RECHARGE_LOCKED: Statement = Statement {
     sql: recharge_sql!("balance + $2 < 1e20"),
+    args: MOVEMENT_ARGS,
+};
+
+/// A charge of a locked hot account whose row holds only part of the balance (the slots
+/// that were not busy, gathered): the balance after is not known exactly, so the entry
+/// records none (as a slot's entry) and the caller sends the alert.
+static APPLY_CHARGE_TO_PART: Statement = Statement {
+    sql: movement_sql!(set: "balance - $2", when: "balance - $2 >= min_balance", amount: "-$2", kind: "charge",
+                       balance_after: "NULL", crossed: "NULL::pg_catalog.numeric"),
     args: MOVEMENT_ARGS,
 };
 
@@ -311,6 +321,12 @@ impl Entry<'_> {
     pub fn apply_to_locked_balance(&self, client: &SpiClient<'_>) -> AnyNumeric {
         self.try_apply(client, self.movement.locked_statement())
             .expect("a locked account that accepts the movement")
+    }
+
+    /// Takes a checked charge from the locked row of a hot account that holds part of its
+    /// balance (see APPLY_CHARGE_TO_PART); returns the row's balance after.
+    pub fn apply_to_locked_part(&self, client: &SpiClient<'_>) -> AnyNumeric {
+        self.try_apply(client, &APPLY_CHARGE_TO_PART).expect("a locked row that can pay the charge")
     }
 
     fn try_apply(&self, client: &SpiClient<'_>, statement: &'static Statement) -> Option<AnyNumeric> {

@@ -26,6 +26,7 @@ pub const JSONB: PgOid = PgOid::BuiltIn(BuiltinOid::JSONBOID);
 pub const INT4: PgOid = PgOid::BuiltIn(BuiltinOid::INT4OID);
 pub const TEXT_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::TEXTARRAYOID);
 pub const NUMERIC_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::NUMERICARRAYOID);
+pub const INT4_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::INT4ARRAYOID);
 
 /// One SQL statement of the extension, with the types of its parameters.
 pub struct Statement {

@@ -137,3 +137,57 @@ fn a_transaction_keeps_to_the_slot_it_took_from() {
     assert_eq!(after, vec![dec("22"), dec("24"), dec("25"), dec("25")]);
     assert_ledger_invariant(&mut client);
 }
+
+#[test]
+fn gathering_takes_the_free_slots_when_they_can_pay() {
+    let (db, mut client) = hot_account("hot_gather_free", "400", 4);
+    let mut holder = connect(&db);
+    let mut holding = holder.transaction().unwrap();
+    holding.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    // No slot can pay 150: the charge gathers, from the three slots nobody is charging
+    // (300), without waiting for the held one.
+    client.batch_execute("SET statement_timeout = '5s'").unwrap();
+    let after: rust_decimal::Decimal = client.query_one("SELECT credits.charge('h', 150)", &[]).unwrap().get(0);
+    assert_eq!(after, dec("250"), "the balance as of the charge's snapshot: the held slot's 100 counts");
+    holding.commit().unwrap();
+    let mut after = slots(&mut client);
+    after.sort();
+    assert_eq!(after, vec![dec("50"), dec("50"), dec("50"), dec("99")], "spread over the gathered slots");
+    assert_eq!(balance(&mut client, "h"), dec("249"));
+    let recorded: Option<rust_decimal::Decimal> = client
+        .query_one("SELECT balance_after FROM credits.ledger WHERE kind = 'charge' AND amount = -150", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, None, "no exact balance after while a slot was busy");
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn two_transactions_that_each_gather_do_not_deadlock_when_free_slots_can_pay() {
+    let (db, mut client) = hot_account("hot_gather_both", "400", 4);
+    let sessions = || {
+        let mut c = connect(&db);
+        c.batch_execute("SET statement_timeout = '10s'").unwrap();
+        c
+    };
+    let (mut first, mut second) = (sessions(), sessions());
+    let mut one = first.transaction().unwrap();
+    one.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    let (took, go) = std::sync::mpsc::channel();
+    let other = std::thread::spawn(move || -> Result<(), postgres::Error> {
+        let mut two = second.transaction()?;
+        two.query_one("SELECT credits.charge('h', 1)", &[])?;
+        took.send(()).unwrap();
+        // Gathers while the first transaction holds its slot (or waits for the account
+        // row the first one's gathering locked).
+        two.query_one("SELECT credits.charge('h', 150)", &[])?;
+        two.commit()
+    });
+    go.recv().unwrap();
+    let result = one.query_one("SELECT credits.charge('h', 150)", &[]).map(|_| ());
+    let committed = result.and_then(|()| one.commit());
+    let other = other.join().unwrap();
+    assert!(committed.is_ok() && other.is_ok(), "first: {committed:?}, second: {other:?}");
+    assert_eq!(balance(&mut client, "h"), dec("98"));
+    assert_ledger_invariant(&mut client);
+}
