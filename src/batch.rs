@@ -29,6 +29,9 @@ type ItemRow = (i32, String, AnyNumeric, &'static str, Option<AnyNumeric>, Optio
 /// Charges `costs[i]` to `accounts[i]` for every i, in order; one result row per item:
 /// status `charged`, `replayed` (the idempotency key had already charged this cost) or
 /// `failed` (then `error` is the JSON payload the single charge would have raised).
+// pgrx reads the result's column names from the `name!`s in this signature, so the type
+// cannot move into an alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 fn charge_many(
     accounts: Option<Vec<Option<String>>>,
