@@ -78,12 +78,13 @@ static SLOTS: Statement = Statement {
 };
 
 /// The whole balance of account $1's row, a hot account's slots included, as of the
-/// statement's snapshot.
+/// statement's snapshot. A hot account's sum is trimmed: slots carry 18 decimal places
+/// after a spread, and 98 should not read 98.0.
 macro_rules! whole_balance {
     () => {
-        "balance + CASE WHEN slots > 0 THEN
-             (SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1)
-         ELSE 0 END"
+        "CASE WHEN slots > 0 THEN pg_catalog.trim_scale(balance
+             + (SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1))
+         ELSE balance END"
     };
 }
 
