@@ -123,6 +123,28 @@ pub fn settle(accounts: &[(pg_sys::ItemPointerData, AnyNumeric)], entries: &[(En
     unsafe { with_tables(also, |tables| tables.settle(accounts, entries)) }.is_some()
 }
 
+/// Under REPEATABLE READ or SERIALIZABLE: whether an entry with this charge's
+/// idempotency key was committed after the transaction's snapshot, which cannot see it
+/// (so the charge can neither replay it nor write the key again). Only meaningful once the
+/// key's lock is held and the snapshot did not find the key (see `hot`).
+pub fn key_used_since_snapshot(entry: &Entry<'_>) -> bool {
+    let Some(key) = entry.idempotency_key else { return false };
+    // SAFETY: see `with_tables`; XactIsoLevel is a plain variable of this backend.
+    unsafe {
+        if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 {
+            return false;
+        }
+        let also = Also { slots: false, idempotency_keys: true };
+        with_tables(also, |tables| {
+            let latest = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+            let used = tables.key_recorded(latest, entry.account.into_datum().expect("text is never NULL"), key);
+            pg_sys::UnregisterSnapshot(latest);
+            used
+        })
+        .unwrap_or(false)
+    }
+}
+
 /// What a direct write opens besides the accounts and the ledger.
 #[derive(Clone, Copy)]
 struct Also {
@@ -367,10 +389,10 @@ impl Tables {
     }
 
     /// Whether the ledger has an entry for this account and idempotency key under
-    /// `snapshot`. Only ever asked with the snapshot whose account row version the charge
-    /// then updates: every entry with a key is written together with an update of the
-    /// account's row (or a slot, which a plain account has none of), so if that version is
-    /// still the latest when it is updated, no entry with the key was committed since.
+    /// `snapshot`. A charge asks with the snapshot whose account row version it then
+    /// updates: every entry with a key is written together with an update of the account's
+    /// row (or a slot, which a plain account has none of), so if that version is still the
+    /// latest when it is updated, no entry with the key was committed since.
     unsafe fn key_recorded(&self, snapshot: pg_sys::Snapshot, account: Datum, key: &str) -> bool {
         let index = self.ledger_keys.expect("opened for entries with a key");
         let key = key.into_datum().expect("text is never NULL");

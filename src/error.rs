@@ -81,6 +81,12 @@ pub enum CreditsError {
     ForbiddenWrite {
         message: &'static str,
     },
+    /// Under REPEATABLE READ or SERIALIZABLE: the key was used by a transaction that
+    /// committed after this one's snapshot, which therefore can neither replay nor reuse it.
+    ConcurrentKeyUse {
+        account: String,
+        idempotency_key: String,
+    },
     BadInput {
         rule: BadInput,
         field: &'static str,
@@ -113,6 +119,7 @@ impl CreditsError {
                 "PT409"
             }
             CreditsError::ForbiddenWrite { .. } => "PT403",
+            CreditsError::ConcurrentKeyUse { .. } => "40001",
             CreditsError::BadInput { rule, .. } => match rule {
                 BadInput::Null => "22004",
                 BadInput::Invalid => "22023",
@@ -130,6 +137,7 @@ impl CreditsError {
             CreditsError::AccountExists { .. } => ("AccountExistsError", 409, 40901),
             CreditsError::IdempotencyConflict { .. } => ("IdempotencyConflictError", 409, 40902),
             CreditsError::ForbiddenWrite { .. } => ("ForbiddenWriteError", 403, 40301),
+            CreditsError::ConcurrentKeyUse { .. } => ("ConcurrentKeyUseError", 409, 40903),
             CreditsError::BadInput { .. } => ("InvalidInputError", 400, 40000),
         }
     }
@@ -143,6 +151,9 @@ impl CreditsError {
                 "Idempotency key already used for a different operation.".to_string()
             }
             CreditsError::ForbiddenWrite { message } => message.to_string(),
+            CreditsError::ConcurrentKeyUse { .. } => {
+                "Could not serialize access due to a concurrent use of the idempotency key.".to_string()
+            }
             CreditsError::BadInput { field, problem, .. } => format!("{field} {problem}"),
         }
     }
@@ -168,6 +179,9 @@ impl CreditsError {
             }),
             CreditsError::AccountNotFound { account } | CreditsError::AccountExists { account } => {
                 json!({ "account": account })
+            }
+            CreditsError::ConcurrentKeyUse { account, idempotency_key } => {
+                json!({ "account": account, "idempotency_key": idempotency_key })
             }
             CreditsError::IdempotencyConflict {
                 account,
@@ -229,6 +243,11 @@ impl CreditsError {
                 "{message} The credits ledger is append-only so that every balance can be \
                  explained by its entries."
             ),
+            CreditsError::ConcurrentKeyUse { account, idempotency_key } => format!(
+                "The idempotency key '{idempotency_key}' of account '{account}' was used by a \
+                 transaction that committed after this one's snapshot was taken. Retry the \
+                 transaction: it will replay that use."
+            ),
             CreditsError::BadInput { field, problem, .. } => {
                 format!("The argument '{field}' {problem}; nothing was changed.")
             }
@@ -252,6 +271,7 @@ impl CreditsError {
                  adjustment) or with credits.recharge."
                     .into(),
             ),
+            CreditsError::ConcurrentKeyUse { .. } => Some("Retry the transaction.".into()),
             CreditsError::AccountExists { .. } | CreditsError::BadInput { .. } => None,
         }
     }

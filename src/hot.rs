@@ -219,6 +219,15 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
                 None => accounts::balance_of(client, entry.account).map(Applied::Replayed),
             };
         }
+        // No row lock tells a REPEATABLE READ transaction that another one used the key
+        // since its snapshot (a plain account's row lock does): look, as the unique index
+        // would otherwise refuse the entry with a bare 23505.
+        if direct::key_used_since_snapshot(entry) {
+            return Err(CreditsError::ConcurrentKeyUse {
+                account: entry.account.to_owned(),
+                idempotency_key: key.to_owned(),
+            });
+        }
     }
     if entry.amount.is_zero() {
         return accounts::balance_of(client, entry.account).map(Applied::Moved);

@@ -2,6 +2,7 @@
 
 use pg_credits_client_tests::*;
 use postgres::IsolationLevel;
+use serde_json::json;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
@@ -168,6 +169,43 @@ fn parallel_batches_and_charges_over_the_same_accounts_neither_deadlock_nor_over
     });
     assert_eq!(charged.iter().sum::<i64>(), 20 * 50, "every credit spent once, none twice");
     assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn a_key_used_after_a_repeatable_read_snapshot_is_a_serialization_failure() {
+    // A plain account's row lock raises PostgreSQL's own 40001; a hot account has no row
+    // lock that would, and must raise it too (not the unique index's 23505).
+    for slots in [0, 4] {
+        let db = fresh_database(&format!("conc_idem_rr_{slots}"));
+        let mut client = connect(&db);
+        client.execute("SELECT credits.create_account('rr', 100)", &[]).unwrap();
+        client.execute("SELECT credits.set_slots('rr', $1)", &[&slots]).unwrap();
+        let mut late = connect(&db);
+        let mut tx = late.build_transaction().isolation_level(IsolationLevel::RepeatableRead).start().unwrap();
+        tx.query_one("SELECT credits.balance('rr')", &[]).unwrap();
+        let charge = "SELECT credits.charge('rr', 3, idempotency_key => 'k')";
+        client.query_one(charge, &[]).unwrap();
+        let error = db_error(tx.query_one(charge, &[]));
+        assert_eq!(error.code().code(), "40001", "slots {slots}: {}", error.message());
+        if slots > 0 {
+            let payload = payload(&error);
+            for (field, expected) in [
+                ("name", json!("ConcurrentKeyUseError")),
+                ("code", json!(409)),
+                ("status_code", json!(40903)),
+                ("account", json!("rr")),
+                ("idempotency_key", json!("k")),
+            ] {
+                assert_eq!(payload[field], expected, "field {field} of {payload}");
+            }
+            assert_eq!(error.hint(), Some("Retry the transaction."));
+        }
+        tx.rollback().unwrap();
+        let retried: rust_decimal::Decimal = late.query_one(charge, &[]).unwrap().get(0);
+        assert_eq!(retried, dec("97"), "slots {slots}: the retry replays");
+        assert_eq!(balance(&mut client, "rr"), dec("97"));
+        assert_ledger_invariant(&mut client);
+    }
 }
 
 #[test]
