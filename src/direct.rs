@@ -123,25 +123,42 @@ pub fn settle(accounts: &[(pg_sys::ItemPointerData, AnyNumeric)], entries: &[(En
     unsafe { with_tables(also, |tables| tables.settle(accounts, entries)) }.is_some()
 }
 
-/// Under REPEATABLE READ or SERIALIZABLE: whether an entry with this charge's
-/// idempotency key was committed after the transaction's snapshot, which cannot see it
-/// (so the charge can neither replay it nor write the key again). Only meaningful once the
-/// key's lock is held and the snapshot did not find the key (see `hot`).
-pub fn key_used_since_snapshot(entry: &Entry<'_>) -> bool {
-    let Some(key) = entry.idempotency_key else { return false };
+/// What the ledger says of a charge's idempotency key.
+pub enum KeyUse {
+    /// Not used: the charge may write it.
+    Unused,
+    /// In the ledger as of the transaction's snapshot: the charge replays it.
+    Recorded,
+    /// Under REPEATABLE READ or SERIALIZABLE: used by a transaction that committed after
+    /// the snapshot, which cannot see it, so the charge can neither replay it nor write
+    /// the key again.
+    RecordedSinceSnapshot,
+}
+
+/// Looks the charge's idempotency key up; `None` when the tables cannot be read directly.
+/// Only meaningful with the key's lock held (see `hot`).
+pub fn key_use(entry: &Entry<'_>, key: &str) -> Option<KeyUse> {
+    let also = Also { slots: false, idempotency_keys: true };
     // SAFETY: see `with_tables`; XactIsoLevel is a plain variable of this backend.
     unsafe {
-        if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 {
-            return false;
-        }
-        let also = Also { slots: false, idempotency_keys: true };
         with_tables(also, |tables| {
-            let latest = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
-            let used = tables.key_recorded(latest, entry.account.into_datum().expect("text is never NULL"), key);
-            pg_sys::UnregisterSnapshot(latest);
-            used
+            let account = entry.account.into_datum().expect("text is never NULL");
+            let recorded_as_of = |snapshot: pg_sys::Snapshot| {
+                let snapshot = pg_sys::RegisterSnapshot(snapshot);
+                let recorded = tables.key_recorded(snapshot, account, key);
+                pg_sys::UnregisterSnapshot(snapshot);
+                recorded
+            };
+            if recorded_as_of(pg_sys::GetTransactionSnapshot()) {
+                KeyUse::Recorded
+            } else if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32
+                && recorded_as_of(pg_sys::GetLatestSnapshot())
+            {
+                KeyUse::RecordedSinceSnapshot
+            } else {
+                KeyUse::Unused
+            }
         })
-        .unwrap_or(false)
     }
 }
 

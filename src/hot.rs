@@ -36,7 +36,7 @@
 use crate::accounts::{self, Account};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::ledger::{Applied, Entry, Movement};
-use crate::direct::{self, SlotCharge};
+use crate::direct::{self, KeyUse, SlotCharge};
 use crate::plans::{OwnWrite, Statement, INT4, INT4_ARRAY, JSONB, NUMERIC, TEXT};
 use crate::{input, notify};
 use pgrx::prelude::*;
@@ -44,6 +44,7 @@ use pgrx::spi::SpiClient;
 use pgrx::AnyNumeric;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ffi::c_int;
 
 pub const MAX_SLOTS: i32 = 64;
 
@@ -202,31 +203,50 @@ static ADD_SLOTS: Statement = Statement {
     args: &[TEXT, INT4],
 };
 
-/// Serializes the calls that use one idempotency key of one account.
-static LOCK_KEY: Statement = Statement {
-    sql: "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1), pg_catalog.hashtext($2))",
-    args: &[TEXT, TEXT],
-};
+/// Serializes the calls that use one idempotency key of one account: the transaction
+/// advisory lock `pg_advisory_xact_lock(hashtext(account), hashtext(key))` takes.
+fn lock_key(account: &str, key: &str) {
+    // hashtext under a deterministic collation (every database default is one) hashes
+    // the bytes with hash_bytes.
+    // SAFETY: hash_bytes reads exactly the bytes given; the lock function gets two int4.
+    let hash = |text: &str| unsafe { hash_bytes(text.as_ptr(), text.len() as c_int) as i32 };
+    unsafe {
+        pgrx::direct_function_call_as_datum(
+            pg_sys::pg_advisory_xact_lock_int4,
+            &[hash(account).into_datum(), hash(key).into_datum()],
+        );
+    }
+}
+
+// PostgreSQL's byte hash (common/hashfn.c), which pgrx does not bind; it cannot fail.
+unsafe extern "C" {
+    fn hash_bytes(bytes: *const u8, length: c_int) -> u32;
+}
 
 /// A movement of a hot account with `slots` slots.
 pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Applied> {
     remember(entry.account, slots);
     if let Some(key) = entry.idempotency_key {
-        LOCK_KEY.first_row(client, &[entry.account.into(), key.into()]);
-        if let Some(balance_after) = entry.replay(client, key)? {
-            return match balance_after {
-                Some(balance_after) => Ok(Applied::Replayed(balance_after)),
-                None => accounts::balance_of(client, entry.account).map(Applied::Replayed),
-            };
-        }
-        // No row lock tells a REPEATABLE READ transaction that another one used the key
-        // since its snapshot (a plain account's row lock does): look, as the unique index
-        // would otherwise refuse the entry with a bare 23505.
-        if direct::key_used_since_snapshot(entry) {
-            return Err(CreditsError::ConcurrentKeyUse {
-                account: entry.account.to_owned(),
-                idempotency_key: key.to_owned(),
-            });
+        lock_key(entry.account, key);
+        match direct::key_use(entry, key) {
+            Some(KeyUse::Unused) => {}
+            // No row lock tells a REPEATABLE READ transaction that another one used the
+            // key since its snapshot (a plain account's row lock does): the unique index
+            // would refuse the entry with a bare 23505.
+            Some(KeyUse::RecordedSinceSnapshot) => {
+                return Err(CreditsError::ConcurrentKeyUse {
+                    account: entry.account.to_owned(),
+                    idempotency_key: key.to_owned(),
+                });
+            }
+            Some(KeyUse::Recorded) | None => {
+                if let Some(balance_after) = entry.replay(client, key)? {
+                    return match balance_after {
+                        Some(balance_after) => Ok(Applied::Replayed(balance_after)),
+                        None => accounts::balance_of(client, entry.account).map(Applied::Replayed),
+                    };
+                }
+            }
         }
     }
     if entry.amount.is_zero() {

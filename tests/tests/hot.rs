@@ -191,3 +191,18 @@ fn two_transactions_that_each_gather_do_not_deadlock_when_free_slots_can_pay() {
     assert_eq!(balance(&mut client, "h"), dec("98"));
     assert_ledger_invariant(&mut client);
 }
+
+#[test]
+fn a_keyed_charge_holds_its_keys_advisory_lock_to_the_end_of_its_transaction() {
+    let (db, mut client) = hot_account("hot_key_lock", "100", 4);
+    let mut other = connect(&db);
+    // The lock's documented form, so that anything else can serialize with a key too.
+    let lock_is_free = |c: &mut postgres::Client| -> bool {
+        c.query_one("SELECT pg_try_advisory_xact_lock(hashtext('h'), hashtext('usage-1'))", &[]).unwrap().get(0)
+    };
+    let mut tx = client.transaction().unwrap();
+    tx.query_one("SELECT credits.charge('h', 1, idempotency_key => 'usage-1')", &[]).unwrap();
+    assert!(!lock_is_free(&mut other), "held while the charge's transaction is open");
+    tx.commit().unwrap();
+    assert!(lock_is_free(&mut other), "released at its end");
+}
