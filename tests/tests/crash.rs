@@ -50,6 +50,28 @@ fn is_refusal(error: &postgres::Error) -> bool {
     error.code().is_some_and(|c| c.code().starts_with("PT") || c.code().starts_with("22"))
 }
 
+/// Runs a keyed call until the server answers it (its result, or a refusal), connecting
+/// again whenever the connection is lost mid-call, when its outcome is unknown until a
+/// retry with the same keys settles it. The answer, and whether the call was in flight at
+/// a kill; `None` once the test stops.
+fn until_settled<T>(
+    client: &mut Client,
+    db: &str,
+    stop: &AtomicBool,
+    mut call: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+) -> Option<(Result<T, postgres::Error>, bool)> {
+    let mut was_in_flight = false;
+    loop {
+        match call(client) {
+            Err(error) if !is_refusal(&error) => {
+                was_in_flight = true;
+                *client = reconnect(db, stop)?;
+            }
+            answer => return Some((answer, was_in_flight)),
+        }
+    }
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -119,21 +141,17 @@ fn worker(id: usize, db: String, stop: Arc<AtomicBool>) -> Report {
                 let accounts: Vec<String> = (0..3).map(|_| format!("bank-{}", rng.next() % ACCOUNTS)).collect();
                 let costs: Vec<String> = (0..3).map(|_| format!("{}.{:02}", rng.next() % 15, 1 + rng.next() % 99)).collect();
                 let keys: Vec<String> = (0..3).map(|j| format!("{key}-b{j}")).collect();
-                let mut was_in_flight = false;
-                let statuses = loop {
-                    match client.query(
+                let batch = |c: &mut Client| {
+                    c.query(
                         "SELECT status FROM credits.charge_many($1, $2::text[]::numeric[], $3) ORDER BY item",
                         &[&accounts, &costs, &keys],
-                    ) {
-                        Ok(rows) => break rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(),
-                        Err(_) => {
-                            was_in_flight = true;
-                            client = match reconnect(&db, &stop) { Some(c) => c, None => return report };
-                        }
-                    }
+                    )
                 };
-                for ((account, key), status) in accounts.into_iter().zip(keys).zip(statuses) {
-                    let settled = if status == "failed" { Settled::Refused } else { Settled::Committed };
+                let Some((answer, was_in_flight)) = until_settled(&mut client, &db, &stop, batch) else { return report };
+                // A batch refuses its items one by one, in their rows, never the call.
+                let rows = answer.expect("charge_many answers with one row per item");
+                for ((account, key), row) in accounts.into_iter().zip(keys).zip(rows) {
+                    let settled = if row.get::<_, &str>(0) == "failed" { Settled::Refused } else { Settled::Committed };
                     report.operations.push(Operation { account, key, settled, was_in_flight });
                 }
                 continue;
@@ -151,18 +169,9 @@ fn worker(id: usize, db: String, stop: Arc<AtomicBool>) -> Report {
         }
         let (function, key) = if rng.next() % 3 == 0 { ("recharge", format!("{key}-r")) } else { ("charge", key) };
         let sql = format!("SELECT credits.{function}($1, $2::text::numeric, 'crash test', $3)");
-        let mut was_in_flight = false;
-        let settled = loop {
-            match client.query_one(sql.as_str(), &[&account, &amount, &key]) {
-                Ok(_) => break Settled::Committed,
-                Err(e) if is_refusal(&e) => break Settled::Refused,
-                Err(_) => {
-                    // Lost mid-call: the outcome is unknown until the key settles it.
-                    was_in_flight = true;
-                    client = match reconnect(&db, &stop) { Some(c) => c, None => return report };
-                }
-            }
-        };
+        let call = |c: &mut Client| c.query_one(sql.as_str(), &[&account, &amount, &key]);
+        let Some((answer, was_in_flight)) = until_settled(&mut client, &db, &stop, call) else { return report };
+        let settled = if answer.is_ok() { Settled::Committed } else { Settled::Refused };
         // Retrying an acknowledged operation with its key returns without applying it.
         if settled == Settled::Committed && rng.next() % 4 == 0 {
             if client.query_one(sql.as_str(), &[&account, &amount, &key]).is_ok() {

@@ -10,6 +10,20 @@ fn hot_account(test: &str, initial: &str, slots: i32) -> (String, postgres::Clie
     (db, client)
 }
 
+/// Opens a transaction that charges 1 to 'h', and so holds one of its slots until it ends.
+fn holding_a_slot(client: &mut postgres::Client) -> postgres::Transaction<'_> {
+    let mut holding = client.transaction().unwrap();
+    holding.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    holding
+}
+
+/// What the slots of 'h' hold, smallest first.
+fn sorted_slots(client: &mut postgres::Client) -> Vec<rust_decimal::Decimal> {
+    let mut available = slots(client);
+    available.sort();
+    available
+}
+
 fn slots(client: &mut postgres::Client) -> Vec<rust_decimal::Decimal> {
     client
         .query("SELECT available FROM credits.account_slots WHERE account = 'h' ORDER BY slot", &[])
@@ -101,8 +115,7 @@ fn slots_are_written_only_by_pg_credits() {
 #[test]
 fn a_charge_takes_a_free_slot_instead_of_waiting_for_a_busy_one() {
     let (db, mut holder) = hot_account("hot_busy_slot", "100", 2);
-    let mut holding = holder.transaction().unwrap();
-    holding.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    let holding = holding_a_slot(&mut holder);
     // The open transaction holds one of the two slots. Each charge below (with a key or
     // without) would hash to it half the time; none may wait for it while the other slot
     // can pay.
@@ -121,8 +134,7 @@ fn a_charge_takes_a_free_slot_instead_of_waiting_for_a_busy_one() {
 fn a_transaction_keeps_to_the_slot_it_took_from() {
     let (db, mut client) = hot_account("hot_same_slot", "100", 4);
     let mut other = connect(&db);
-    let mut holding = other.transaction().unwrap();
-    holding.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    let holding = holding_a_slot(&mut other);
     // While another transaction holds a slot, three charges in one transaction: one slot
     // pays them all, and it is not the held one (nor does any charge wait for it).
     client.batch_execute("SET statement_timeout = '5s'").unwrap();
@@ -132,9 +144,7 @@ fn a_transaction_keeps_to_the_slot_it_took_from() {
     }
     tx.commit().unwrap();
     holding.commit().unwrap();
-    let mut after = slots(&mut client);
-    after.sort();
-    assert_eq!(after, vec![dec("22"), dec("24"), dec("25"), dec("25")]);
+    assert_eq!(sorted_slots(&mut client), vec![dec("22"), dec("24"), dec("25"), dec("25")]);
     assert_ledger_invariant(&mut client);
 }
 
@@ -142,17 +152,14 @@ fn a_transaction_keeps_to_the_slot_it_took_from() {
 fn gathering_takes_the_free_slots_when_they_can_pay() {
     let (db, mut client) = hot_account("hot_gather_free", "400", 4);
     let mut holder = connect(&db);
-    let mut holding = holder.transaction().unwrap();
-    holding.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    let holding = holding_a_slot(&mut holder);
     // No slot can pay 150: the charge gathers, from the three slots nobody is charging
     // (300), without waiting for the held one.
     client.batch_execute("SET statement_timeout = '5s'").unwrap();
     let after: rust_decimal::Decimal = client.query_one("SELECT credits.charge('h', 150)", &[]).unwrap().get(0);
     assert_eq!(after, dec("250"), "the balance as of the charge's snapshot: the held slot's 100 counts");
     holding.commit().unwrap();
-    let mut after = slots(&mut client);
-    after.sort();
-    assert_eq!(after, vec![dec("50"), dec("50"), dec("50"), dec("99")], "spread over the gathered slots");
+    assert_eq!(sorted_slots(&mut client), vec![dec("50"), dec("50"), dec("50"), dec("99")], "spread over the gathered slots");
     assert_eq!(balance(&mut client, "h"), dec("249"));
     let recorded: Option<rust_decimal::Decimal> = client
         .query_one("SELECT balance_after FROM credits.ledger WHERE kind = 'charge' AND amount = -150", &[])
@@ -171,12 +178,10 @@ fn two_transactions_that_each_gather_do_not_deadlock_when_free_slots_can_pay() {
         c
     };
     let (mut first, mut second) = (sessions(), sessions());
-    let mut one = first.transaction().unwrap();
-    one.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    let mut one = holding_a_slot(&mut first);
     let (took, go) = std::sync::mpsc::channel();
     let other = std::thread::spawn(move || -> Result<(), postgres::Error> {
-        let mut two = second.transaction()?;
-        two.query_one("SELECT credits.charge('h', 1)", &[])?;
+        let mut two = holding_a_slot(&mut second);
         took.send(()).unwrap();
         // Gathers while the first transaction holds its slot (or waits for the account
         // row the first one's gathering locked).
