@@ -195,7 +195,7 @@ def gap_to_the_floor(results):
         return " | ".join(f"{ratio(a, b, mode, field):.2f}" for mode in ("sync off", "durable"))
     charge, update, entry = "credits.charge, 8", "floor: one-statement", "floor with the ledger entry: UPDATE + INSERT in one statement, 8"
     wal = lambda prefix: f"{row('durable', prefix)['wal_bytes_per_tx']:.0f}"
-    floor_over_plpgsql = row("sync off", update)["tps"] / row("sync off", "baseline: PL/pgSQL function, 8")["tps"]
+    floor_over_plpgsql = ratio(update, "baseline: PL/pgSQL function, 8", "sync off")
     per_call = lambda name: row("sync off", f"server time per call: 1,000 {name}")["p50_ms"]  # ms per 1,000 = µs
     return [
         "", "## The gap to the bare UPDATE", "",
