@@ -160,13 +160,20 @@ def main():
     write_reports(results, charges, before, after, (time.monotonic() - started) / 60)
 
 
+def find_row(results, mode, prefix):
+    """The row of `mode` whose name starts with `prefix`; None if this run has none."""
+    return next((r for r in results if r["mode"] == mode and r["row"].startswith(prefix)), None)
+
+
+def rows_ratio(results, mode, a, b, field="tps"):
+    """Row `a`'s `field` over row `b`'s, in `mode`; None if this run lacks either row."""
+    ra, rb = find_row(results, mode, a), find_row(results, mode, b)
+    return ra[field] / rb[field] if ra and rb else None
+
+
 def targets(results):
     """Each target of the suite: (description, measured value, met)."""
-    def row(mode, prefix):
-        return next((r for r in results if r["mode"] == mode and r["row"].startswith(prefix)), None)
-    def ratio(mode, a, b, field="tps"):
-        ra, rb = row(mode, a), row(mode, b)
-        return ra[field] / rb[field] if ra and rb else None
+    ratio = lambda *args: rows_ratio(results, *args)
     checks = [
         ("charge ÷ PL/pgSQL TPS, 8 clients, sync off ≥ 1.25", ratio("sync off", "credits.charge, 8", "baseline: PL/pgSQL function, 8"), lambda v: v >= 1.25),
         ("charge ÷ one-statement UPDATE TPS, 8 clients, sync off ≥ 0.95", ratio("sync off", "credits.charge, 8", "floor: one-statement"), lambda v: v >= 0.95),
@@ -177,7 +184,7 @@ def targets(results):
     checks.append(("hot account, 32 slots ÷ plain TPS, 32 clients, durable ≥ 4",
                    ratio("durable", "hot account (32 slots), 32", "hot account (plain)"), lambda v: v >= 4))
     found = [(name, f"{value:.2f}", test(value)) for name, value, test in checks if value is not None]
-    batch = row("durable", "charge_many, batches of 10,000")
+    batch = find_row(results, "durable", "charge_many, batches of 10,000")
     if batch:
         found.append(("charge_many ≥ 100,000 charges/s at batch size 10,000, durable",
                       f"{batch['charges_per_s']:,.0f}", batch["charges_per_s"] >= 100_000))
@@ -187,15 +194,13 @@ def targets(results):
 def gap_to_the_floor(results):
     """The charge against the cheapest statement that also writes its ledger entry: what the
     targets against the bare UPDATE leave out."""
-    def row(mode, prefix):
-        return next(r for r in results if r["mode"] == mode and r["row"].startswith(prefix))
-    def ratio(a, b, mode, field="tps"):
-        return row(mode, a)[field] / row(mode, b)[field]
+    row = lambda mode, prefix: find_row(results, mode, prefix)
+    ratio = lambda *args: rows_ratio(results, *args)
     def cells(a, b, field="tps"):
-        return " | ".join(f"{ratio(a, b, mode, field):.2f}" for mode in ("sync off", "durable"))
+        return " | ".join(f"{ratio(mode, a, b, field):.2f}" for mode in ("sync off", "durable"))
     charge, update, entry = "credits.charge, 8", "floor: one-statement", "floor with the ledger entry: UPDATE + INSERT in one statement, 8"
     wal = lambda prefix: f"{row('durable', prefix)['wal_bytes_per_tx']:.0f}"
-    floor_over_plpgsql = ratio(update, "baseline: PL/pgSQL function, 8", "sync off")
+    floor_over_plpgsql = ratio("sync off", update, "baseline: PL/pgSQL function, 8")
     per_call = lambda name: row("sync off", f"server time per call: 1,000 {name}")["p50_ms"]  # ms per 1,000 = µs
     return [
         "", "## The gap to the bare UPDATE", "",
@@ -210,8 +215,8 @@ def gap_to_the_floor(results):
         f"{cells('floor: one-statement UPDATE, 1', 'baseline: PL/pgSQL function, 1', 'p50_ms')} |",
         "",
         "The ledger-entry line is the INSERT a charge adds, on its own: it ran "
-        f"{ratio('floor: the ledger entry alone', update, 'sync off'):.2f}× the bare UPDATE with synchronous_commit off and "
-        f"{ratio('floor: the ledger entry alone', update, 'durable'):.2f}× durable, so it costs about what the whole UPDATE "
+        f"{ratio('sync off', 'floor: the ledger entry alone', update):.2f}× the bare UPDATE with synchronous_commit off and "
+        f"{ratio('durable', 'floor: the ledger entry alone', update):.2f}× durable, so it costs about what the whole UPDATE "
         "does, and a charge makes both writes. That is why 0.95× the bare UPDATE is out of reach while the charge beats "
         "the cheapest statement that makes both writes (the second line). The last line is the bare UPDATE's own "
         "one-client latency: the 0.8× target asks a charge, which also writes its ledger entry, to answer about as "
