@@ -102,6 +102,7 @@ port = $PGPORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$data'
 max_connections = 200
+max_prepared_transactions = 20
 fsync = on
 synchronous_commit = on
 CONF

@@ -13,10 +13,12 @@ CREATE TRIGGER guard_update
     FOR EACH ROW WHEN (@extschema@.is_direct_write(NEW.account))
     EXECUTE FUNCTION @extschema@.guard_accounts();
 
+-- A direct INSERT of an account with money or slots, or of a slot, is reconciled at
+-- commit: after a restore every table is loaded by then.
 CREATE CONSTRAINT TRIGGER reconcile_inserted_account
     AFTER INSERT ON @extschema@.accounts
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW WHEN (NEW.balance OPERATOR(pg_catalog.<>) 0)
+    FOR EACH ROW WHEN (NEW.balance OPERATOR(pg_catalog.<>) 0 OR NEW.slots OPERATOR(pg_catalog.<>) 0)
     EXECUTE FUNCTION @extschema@.reconcile_inserted_account();
 
 CREATE TRIGGER refuse_delete_with_balance
@@ -36,11 +38,18 @@ CREATE TRIGGER refuse_truncate
     BEFORE TRUNCATE ON @extschema@.ledger
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.refuse_write();
 
--- The slots of hot accounts change only through pg_credits.
+-- The slots of hot accounts change only through pg_credits; a direct INSERT (a restore)
+-- must leave each account with exactly its slots, checked at commit.
 CREATE TRIGGER refuse_direct_write
-    AFTER INSERT OR UPDATE ON @extschema@.account_slots
+    AFTER UPDATE ON @extschema@.account_slots
     FOR EACH ROW WHEN (@extschema@.is_direct_write(NEW.account))
     EXECUTE FUNCTION @extschema@.refuse_write();
+
+CREATE CONSTRAINT TRIGGER reconcile_inserted_slot
+    AFTER INSERT ON @extschema@.account_slots
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (@extschema@.is_direct_write(NEW.account))
+    EXECUTE FUNCTION @extschema@.reconcile_inserted_account();
 
 CREATE TRIGGER refuse_direct_delete
     AFTER DELETE ON @extschema@.account_slots
@@ -50,6 +59,10 @@ CREATE TRIGGER refuse_direct_delete
 CREATE TRIGGER refuse_truncate
     BEFORE TRUNCATE ON @extschema@.account_slots
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.refuse_write();
+
+CREATE TRIGGER append_only
+    BEFORE UPDATE ON @extschema@.events
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.refuse_write();
 
 -- Trigger functions write the ledger for whoever made the direct write, so they run as
 -- the extension's owner, with a pinned search_path like every other function.
@@ -63,6 +76,8 @@ SELECT pg_catalog.pg_extension_config_dump('credits.accounts'::pg_catalog.regcla
 SELECT pg_catalog.pg_extension_config_dump('credits.ledger'::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('credits.ledger_id_seq'::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('credits.account_slots'::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('credits.events'::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('credits.events_id_seq'::pg_catalog.regclass, '');
 
 -- Nothing is usable until granted: see "Roles and grants" in the README.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;

@@ -69,6 +69,10 @@ CREATE TABLE @extschema@.ledger (
 CREATE UNIQUE INDEX ledger_idempotency_key ON @extschema@.ledger (account, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
+-- An account's history by time (statements, usage over a period) without reading the
+-- rest of its entries. created_at is the writing transaction's start time, now().
+CREATE INDEX ledger_account_created_at ON @extschema@.ledger (account, created_at);
+
 COMMENT ON TABLE @extschema@.ledger IS
     'Append-only journal: one signed entry per balance change; for every account, balance = sum(amount). '
     'balance_after is NULL for entries a hot account took from one of its slots.';
@@ -84,3 +88,23 @@ CREATE TABLE @extschema@.account_slots (
 
 COMMENT ON TABLE @extschema@.account_slots IS
     'Written only by pg_credits: what each slot of a hot account can spend.';
+
+-- The durable side of alerts (see notify.rs): one row per alert, written in the transaction
+-- that raised it, so a consumer sees exactly the alerts of committed transactions, also
+-- those of prepared (two-phase) transactions, which send no NOTIFY. Consumers read in
+-- (txid, id) order up to the oldest running transaction (README, "Events").
+CREATE TABLE @extschema@.events (
+    id         bigint           GENERATED ALWAYS AS IDENTITY,
+    kind       text             NOT NULL,
+    account    text COLLATE "C" NOT NULL,
+    payload    jsonb            NOT NULL,
+    created_at timestamptz      NOT NULL DEFAULT pg_catalog.now(),
+    txid       xid8             NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    CONSTRAINT events_pkey PRIMARY KEY (account, id)
+);
+
+CREATE INDEX events_in_commit_order ON @extschema@.events (txid, id);
+
+COMMENT ON TABLE @extschema@.events IS
+    'Append-only outbox of alerts (kind low_balance), one row per alert, in the transaction that raised it. '
+    'Read committed events in (txid, id) order, below pg_snapshot_xmin(pg_current_snapshot()).';

@@ -4,7 +4,7 @@
 
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::{hot, input};
-use crate::plans::{OwnWrite, Statement, JSONB, NUMERIC, TEXT};
+use crate::plans::{OwnWrite, Statement, BOOL, JSONB, NUMERIC, TEXT};
 use pgrx::datum::numeric::Sign;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -39,15 +39,25 @@ fn can_afford(account: Option<&str>, cost: Option<AnyNumeric>) -> bool {
     unwrap_or_raise(affordable(account, cost))
 }
 
+/// Sets the account's floor, keeping its low-balance alert threshold.
+#[pg_extern(name = "set_limits", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn set_floor(account: Option<&str>, min_balance: Option<AnyNumeric>) {
+    unwrap_or_raise(limits(account, min_balance, Threshold::Keep))
+}
+
 /// Sets the account's floor and its low-balance alert threshold (NULL: no alert).
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn set_limits(
-    account: Option<&str>,
-    min_balance: Option<AnyNumeric>,
-    low_balance_threshold: default!(Option<AnyNumeric>, "NULL"),
-) {
-    unwrap_or_raise(limits(account, min_balance, low_balance_threshold))
+fn set_limits(account: Option<&str>, min_balance: Option<AnyNumeric>, low_balance_threshold: Option<AnyNumeric>) {
+    unwrap_or_raise(limits(account, min_balance, Threshold::Set(low_balance_threshold)))
+}
+
+/// What `set_limits` does with the low-balance threshold.
+enum Threshold {
+    Keep,
+    /// NULL clears it.
+    Set(Option<AnyNumeric>),
 }
 
 /// Replaces the account's metadata (a JSON object, or NULL).
@@ -78,13 +88,13 @@ static SLOTS: Statement = Statement {
 };
 
 /// The whole balance of account $1's row, a hot account's slots included, as of the
-/// statement's snapshot. A hot account's sum is trimmed: slots carry 18 decimal places
-/// after a spread, and 98 should not read 98.0.
+/// statement's snapshot, in canonical form (slots carry 18 decimal places after a spread,
+/// and 98 must not read 98.0; a direct write may have stored 98.00).
 macro_rules! whole_balance {
     () => {
-        "CASE WHEN slots > 0 THEN pg_catalog.trim_scale(balance
-             + (SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1))
-         ELSE balance END"
+        "pg_catalog.trim_scale(balance + CASE WHEN slots > 0
+             THEN (SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1)
+             ELSE 0 END)"
     };
 }
 
@@ -125,11 +135,13 @@ static OPENING_ENTRY: Statement = Statement {
     args: &[TEXT, NUMERIC],
 };
 
+/// $4: whether $3 is the new threshold (false keeps the current one).
 static SET_LIMITS: Statement = Statement {
     sql: "UPDATE credits.accounts
-             SET min_balance = $2, low_balance_threshold = $3, updated_at = pg_catalog.now()
+             SET min_balance = $2, updated_at = pg_catalog.now(),
+                 low_balance_threshold = CASE WHEN $4 THEN $3 ELSE low_balance_threshold END
            WHERE account = $1 RETURNING account",
-    args: &[TEXT, NUMERIC, NUMERIC],
+    args: &[TEXT, NUMERIC, NUMERIC, BOOL],
 };
 
 static SET_METADATA: Statement = Statement {
@@ -212,15 +224,13 @@ fn affordable(account: Option<&str>, cost: Option<AnyNumeric>) -> Result<bool> {
     })
 }
 
-fn limits(
-    account: Option<&str>,
-    min_balance: Option<AnyNumeric>,
-    low_balance_threshold: Option<AnyNumeric>,
-) -> Result<()> {
+fn limits(account: Option<&str>, min_balance: Option<AnyNumeric>, threshold: Threshold) -> Result<()> {
     let account = input::account(account)?;
     let min_balance = input::signed_amount("min_balance", min_balance)?;
-    let low_balance_threshold =
-        input::optional_signed_amount("low_balance_threshold", low_balance_threshold)?;
+    let (low_balance_threshold, given) = match threshold {
+        Threshold::Keep => (None, false),
+        Threshold::Set(value) => (input::optional_signed_amount("low_balance_threshold", value)?, true),
+    };
     Spi::connect_mut(|client| {
         let mut current = lock(client, account).ok_or_else(|| not_found(account))?;
         if current.slots > 0 {
@@ -239,7 +249,7 @@ fn limits(
         let _own = OwnWrite::begin(account);
         SET_LIMITS.first_row(
             client,
-            &[account.into(), min_balance.into(), low_balance_threshold.into()],
+            &[account.into(), min_balance.into(), low_balance_threshold.into(), given.into()],
         );
         hot::spread(client, account, current.slots);
         Ok(())

@@ -301,7 +301,7 @@ fn decide(
     if item.cost.is_zero() {
         return Outcome::Charged(account.balance.clone());
     }
-    let after = account.balance.clone() - cost.clone();
+    let after = input::canonical(account.balance.clone() - cost.clone());
     if after < account.min_balance {
         return Outcome::Failed(CreditsError::InsufficientBalance {
             account: item.account.clone(),
@@ -347,12 +347,14 @@ fn write(
         .filter(|(_, account)| !account.hot && account.balance != account.started_at)
         .map(|(name, account)| (name.as_str(), account))
         .collect();
-    let finals: Vec<(pg_sys::ItemPointerData, AnyNumeric)> =
-        charged.iter().map(|(_, account)| (account.version, account.balance.clone())).collect();
+    let finals: Vec<direct::Settled<'_>> = charged
+        .iter()
+        .map(|(name, account)| direct::Settled { version: account.version, account: name, balance: account.balance.clone() })
+        .collect();
     if !direct::settle(&finals, &entries) {
         let _own = OwnWrite::begin_many(charged.iter().map(|(name, _)| *name));
         let names: Vec<&str> = charged.iter().map(|(name, _)| *name).collect();
-        let balances: Vec<AnyNumeric> = finals.into_iter().map(|(_, balance)| balance).collect();
+        let balances: Vec<AnyNumeric> = finals.into_iter().map(|settled| settled.balance).collect();
         let entry_accounts: Vec<&str> = entries.iter().map(|(entry, _)| entry.account).collect();
         let amounts: Vec<AnyNumeric> =
             entries.iter().map(|(entry, _)| Movement::Charge.ledger_amount(&entry.amount.value)).collect();

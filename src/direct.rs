@@ -34,37 +34,70 @@
 //! - SERIALIZABLE's read and write tracking happens inside the access methods used here.
 //! - A read-only transaction (or a standby) is left to the SQL path, which refuses it.
 
+use crate::input::canonical;
 use crate::ledger::Entry;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::{AnyNumeric, FromDatum, IntoDatum, JsonB};
 use std::cell::Cell;
 use std::ffi::{c_char, CStr};
 
-const ACCOUNT_COLUMNS: [&CStr; 8] = [
-    c"account",
-    c"balance",
-    c"min_balance",
-    c"low_balance_threshold",
-    c"metadata",
-    c"created_at",
-    c"updated_at",
-    c"slots",
+/// A column as pg_credits made it. Anything else about a column changed by hand (its
+/// type, a typmod, NOT NULL) is something the SQL path would enforce and a formed tuple
+/// would not: the direct path then steps aside.
+struct Column {
+    name: &'static CStr,
+    of: Type,
+    not_null: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Type {
+    Builtin(Oid),
+    /// One of pg_credits' domains, by its index in [`DOMAINS`].
+    Domain(usize),
+}
+
+const DOMAINS: [&CStr; 5] =
+    [c"credits.account_id", c"credits.amount", c"credits.entry_kind", c"credits.json_object", c"credits.slot_amount"];
+const ACCOUNT_ID: Type = Type::Domain(0);
+const AMOUNT: Type = Type::Domain(1);
+const ENTRY_KIND: Type = Type::Domain(2);
+const JSON_OBJECT: Type = Type::Domain(3);
+const SLOT_AMOUNT: Type = Type::Domain(4);
+
+const fn column(name: &'static CStr, of: Type, not_null: bool) -> Column {
+    Column { name, of, not_null }
+}
+
+const ACCOUNT_COLUMNS: [Column; 8] = [
+    column(c"account", ACCOUNT_ID, true),
+    column(c"balance", AMOUNT, true),
+    column(c"min_balance", AMOUNT, true),
+    column(c"low_balance_threshold", AMOUNT, false),
+    column(c"metadata", JSON_OBJECT, false),
+    column(c"created_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
+    column(c"updated_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
+    column(c"slots", Type::Builtin(pg_sys::INT4OID), true),
 ];
 
-const LEDGER_COLUMNS: [&CStr; 10] = [
-    c"id",
-    c"account",
-    c"amount",
-    c"balance_after",
-    c"kind",
-    c"reason",
-    c"idempotency_key",
-    c"metadata",
-    c"created_at",
-    c"txid",
+const LEDGER_COLUMNS: [Column; 10] = [
+    column(c"id", Type::Builtin(pg_sys::INT8OID), true),
+    column(c"account", Type::Builtin(pg_sys::TEXTOID), true),
+    column(c"amount", AMOUNT, true),
+    column(c"balance_after", AMOUNT, false),
+    column(c"kind", ENTRY_KIND, true),
+    column(c"reason", Type::Builtin(pg_sys::TEXTOID), false),
+    column(c"idempotency_key", Type::Builtin(pg_sys::TEXTOID), false),
+    column(c"metadata", JSON_OBJECT, false),
+    column(c"created_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
+    column(c"txid", Type::Builtin(pg_sys::XID8OID), true),
 ];
 
-const SLOT_COLUMNS: [&CStr; 3] = [c"account", c"slot", c"available"];
+const SLOT_COLUMNS: [Column; 3] = [
+    column(c"account", Type::Builtin(pg_sys::TEXTOID), true),
+    column(c"slot", Type::Builtin(pg_sys::INT4OID), true),
+    column(c"available", SLOT_AMOUNT, true),
+];
 
 /// What a direct charge did.
 pub struct Charged {
@@ -117,10 +150,17 @@ pub fn take_from_slot(entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharg
 /// each account's locked row version gets its final balance, and every entry is appended
 /// (with its `balance_after`, in the order given). Returns false, having written nothing,
 /// when the tables cannot be written directly.
-pub fn settle(accounts: &[(pg_sys::ItemPointerData, AnyNumeric)], entries: &[(Entry<'_>, AnyNumeric)]) -> bool {
+pub fn settle(accounts: &[Settled<'_>], entries: &[(Entry<'_>, AnyNumeric)]) -> bool {
     let also = Also { slots: false, idempotency_keys: entries.iter().any(|(entry, _)| entry.idempotency_key.is_some()) };
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.settle(accounts, entries)) }.is_some()
+}
+
+/// An account `charge_many` locked: the row version it locked, and its final balance.
+pub struct Settled<'a> {
+    pub version: pg_sys::ItemPointerData,
+    pub account: &'a str,
+    pub balance: AnyNumeric,
 }
 
 /// What the ledger says of a charge's idempotency key.
@@ -183,6 +223,11 @@ unsafe fn with_tables<T>(also: Also, f: impl FnOnce(&Tables) -> T) -> Option<T> 
         // heap access methods do not check: leave it to the SQL path's error.
         return None;
     }
+    // What the SQL path's SPI does before each statement: this call's reads and writes
+    // then come after the calling statement's own (which must not see them), so an
+    // UPDATE that called a charge and then meets the row the charge wrote fails, as it
+    // does against the SQL path, instead of skipping the row in silence.
+    pg_sys::CommandCounterIncrement();
     let tables = Tables::open(also)?;
     let result = f(&tables);
     tables.close();
@@ -202,6 +247,8 @@ struct Tables {
     slots: Option<Table>,
     /// Opened only for entries with an idempotency key.
     ledger_keys: Option<pg_sys::Relation>,
+    /// The ledger's (account, created_at) index: every entry goes into it.
+    ledger_history: pg_sys::Relation,
     ledger_ids: Oid,
 }
 
@@ -214,7 +261,10 @@ struct Catalog {
     /// accounts, accounts_pkey, ledger, ledger_pkey, account_slots, account_slots_pkey.
     relations: [Oid; 6],
     ledger_key_index: Oid,
+    ledger_history_index: Oid,
     ledger_ids: Oid,
+    /// The types of [`DOMAINS`].
+    domains: [Oid; 5],
 }
 
 const RELATIONS: [&CStr; 6] =
@@ -229,15 +279,23 @@ impl Catalog {
         let schema = pg_sys::get_namespace_oid(c"credits".as_ptr(), true);
         let find = |name: &CStr| pg_sys::get_relname_relid(name.as_ptr(), schema);
         let relations = RELATIONS.map(find);
+        let domain = |name: &CStr| -> Oid {
+            let name = name.to_str().expect("ASCII").into_datum();
+            pgrx::direct_function_call(pg_sys::to_regtype, &[name]).unwrap_or(pg_sys::InvalidOid)
+        };
         let catalog = Catalog {
             schema,
             relations,
             ledger_key_index: find(c"ledger_idempotency_key"),
+            ledger_history_index: find(c"ledger_account_created_at"),
             ledger_ids: pg_sys::getIdentitySequence(relations[2], 1, true),
+            domains: DOMAINS.map(domain),
         };
         let complete = schema != pg_sys::InvalidOid
             && !relations.contains(&pg_sys::InvalidOid)
+            && !catalog.domains.contains(&pg_sys::InvalidOid)
             && catalog.ledger_key_index != pg_sys::InvalidOid
+            && catalog.ledger_history_index != pg_sys::InvalidOid
             && catalog.ledger_ids != pg_sys::InvalidOid;
         complete.then_some(catalog)
     }
@@ -274,13 +332,19 @@ impl Tables {
         let [_, accounts_pkey, _, ledger_pkey, _, slots_pkey] = catalog.relations;
         let usable = in_place
             && pg_sys::get_rel_relkind(catalog.ledger_ids) == pg_sys::RELKIND_SEQUENCE as c_char
-            && as_made(opened[0], &ACCOUNT_COLUMNS, &[accounts_pkey])
-            && as_made(opened[2], &LEDGER_COLUMNS, &[ledger_pkey, catalog.ledger_key_index])
+            && catalog.as_made(opened[0], &ACCOUNT_COLUMNS, &[accounts_pkey])
+            && catalog.as_made(
+                opened[2],
+                &LEDGER_COLUMNS,
+                &[ledger_pkey, catalog.ledger_key_index, catalog.ledger_history_index],
+            )
             && only_ours_on_update(opened[0], c"guard_update")
+            && updates_replicate(opened[0])
             && no_insert_triggers(opened[2])
             && (!with_slots
-                || (as_made(opened[4], &SLOT_COLUMNS, &[slots_pkey])
-                    && only_ours_on_update(opened[4], c"refuse_direct_write")));
+                || (catalog.as_made(opened[4], &SLOT_COLUMNS, &[slots_pkey])
+                    && only_ours_on_update(opened[4], c"refuse_direct_write")
+                    && updates_replicate(opened[4])));
         if !usable {
             for (index, relation) in opened.into_iter().enumerate() {
                 if !relation.is_null() {
@@ -296,6 +360,7 @@ impl Tables {
             slots: with_slots.then(|| table(4)),
             // The ledger's index list was checked above: this is its idempotency index.
             ledger_keys: also.idempotency_keys.then(|| pg_sys::index_open(catalog.ledger_key_index, lock)),
+            ledger_history: pg_sys::index_open(catalog.ledger_history_index, lock),
             ledger_ids: catalog.ledger_ids,
         })
     }
@@ -304,6 +369,7 @@ impl Tables {
         if let Some(index) = self.ledger_keys {
             close(index, true);
         }
+        close(self.ledger_history, true);
         for table in [Some(&self.accounts), Some(&self.ledger), self.slots.as_ref()].into_iter().flatten() {
             close(table.pkey, true);
             close(table.heap, false);
@@ -322,11 +388,11 @@ impl Tables {
             }
         }
         let mut found = None;
-        self.accounts.scan(snapshot, &mut [text_key(1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, version| {
+        self.accounts.scan(snapshot, &mut [text_key(self.accounts.pkey, 1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, version| {
             let plain = i32::from_datum(values[7], nulls[7]) == Some(0);
             let before = AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL");
             let floor = AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL");
-            let after = before.clone() - cost.clone();
+            let after = canonical(before.clone() - cost.clone());
             if plain && after >= floor {
                 let threshold = AnyNumeric::from_datum(values[3], nulls[3]);
                 values[1] = after.clone().into_datum().expect("a number");
@@ -355,14 +421,14 @@ impl Tables {
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
         // Every slot and the account row, as of one snapshot.
         let mut all: Vec<(i32, pg_sys::ItemPointerData, AnyNumeric)> = Vec::new();
-        slots.scan(snapshot, &mut [text_key(1, account_datum)], SLOT_COLUMNS.len(), |values, nulls, version| {
+        slots.scan(snapshot, &mut [text_key(slots.pkey, 1, account_datum)], SLOT_COLUMNS.len(), |values, nulls, version| {
             let slot = i32::from_datum(values[1], nulls[1]).expect("slot is NOT NULL");
             all.push((slot, version, AnyNumeric::from_datum(values[2], nulls[2]).expect("available is NOT NULL")));
             true
         });
         let mut row_balance = None;
         let mut threshold = None;
-        self.accounts.scan(snapshot, &mut [text_key(1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, _| {
+        self.accounts.scan(snapshot, &mut [text_key(self.accounts.pkey, 1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, _| {
             if i32::from_datum(values[7], nulls[7]).is_some_and(|slots| slots > 0) {
                 row_balance = AnyNumeric::from_datum(values[1], nulls[1]);
                 threshold = AnyNumeric::from_datum(values[3], nulls[3]);
@@ -382,13 +448,15 @@ impl Tables {
             return SlotCharge::CannotPay;
         }
         candidates.sort_by_key(|(slot, ..)| (slot - preferred).rem_euclid(crate::hot::MAX_SLOTS));
-        let balance = all.iter().fold(row_balance, |total, (_, _, available)| total + available.clone()) - cost.clone();
+        let balance = canonical(
+            all.iter().fold(row_balance, |total, (_, _, available)| total + available.clone()) - cost.clone(),
+        );
         // Without waiting first (passing over slots that are busy or changed since the
         // snapshot), then, every candidate passed over, waiting for the first.
         let attempts = candidates.iter().map(|candidate| (*candidate, false)).chain([(candidates[0], true)]);
         for (&(slot, mut version, ref available), wait) in attempts {
             let slot_datum = slot.into_datum().expect("an integer");
-            let left = available.clone() - cost.clone();
+            let left = canonical(available.clone() - cost.clone());
             let mut values = [account_datum, slot_datum, left.into_datum().expect("a number")];
             let mut nulls = [false; 3];
             let new_row = pg_sys::heap_form_tuple((*slots.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
@@ -414,24 +482,25 @@ impl Tables {
         let index = self.ledger_keys.expect("opened for entries with a key");
         let key = key.into_datum().expect("text is never NULL");
         let mut recorded = false;
-        scan(self.ledger.heap, index, snapshot, &mut [text_key(1, account), text_key(2, key)], 1, |_, _, _| {
+        scan(self.ledger.heap, index, snapshot, &mut [text_key(index, 1, account), text_key(index, 2, key)], 1, |_, _, _| {
             recorded = true;
             false
         });
         recorded
     }
 
-    unsafe fn settle(&self, accounts: &[(pg_sys::ItemPointerData, AnyNumeric)], entries: &[(Entry<'_>, AnyNumeric)]) {
+    unsafe fn settle(&self, accounts: &[Settled<'_>], entries: &[(Entry<'_>, AnyNumeric)]) {
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
-        for (version, balance) in accounts {
-            let mut version = *version;
-            let mut account = Datum::from(0);
+        for settled in accounts {
+            let mut version = settled.version;
             let new_row = self.accounts.with_version(version, ACCOUNT_COLUMNS.len(), |values, nulls| {
-                values[1] = balance.clone().into_datum().expect("a number");
+                values[1] = settled.balance.clone().into_datum().expect("a number");
                 values[6] = now;
-                account = values[0];
                 pg_sys::heap_form_tuple((*self.accounts.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr())
             });
+            // The index key from our own copy of the id: the version's columns pointed
+            // into its buffer, which other backends may prune and compact once unpinned.
+            let account = settled.account.into_datum().expect("text is never NULL");
             // Locked by the caller: nobody else can have changed it, and heap_update does
             // not wait for our own lock.
             if !matches!(self.accounts.update(&mut version, new_row, &mut [account], true), Update::Done) {
@@ -465,8 +534,10 @@ impl Tables {
         let mut datums = values.each_mut().map(|v| v.unwrap_or(Datum::from(0)));
         let row = pg_sys::heap_form_tuple((*self.ledger.heap).rd_att, datums.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::simple_heap_insert(self.ledger.heap, row);
-        // (account, id), and (account, idempotency_key) in the partial index when there is a key.
+        // (account, id), (account, created_at), and (account, idempotency_key) in the
+        // partial index when there is a key.
         self.ledger.index(&mut [datums[1], datums[0]], row, false);
+        insert_index_entry(self.ledger_history, self.ledger.heap, &mut [datums[1], datums[8]], row, false);
         if entry.idempotency_key.is_some() {
             let keys = self.ledger_keys.expect("opened for entries with a key");
             insert_index_entry(keys, self.ledger.heap, &mut [datums[1], datums[6]], row, false);
@@ -590,18 +661,28 @@ unsafe fn insert_index_entry(
         nulls.as_mut_ptr(),
         &mut (*row).t_self,
         heap,
-        pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
+        if (*(*index).rd_index).indisunique {
+            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+        } else {
+            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+        },
         key_unchanged,
         pg_sys::BuildIndexInfo(index),
     );
 }
 
-unsafe fn text_key(column: i16, value: Datum) -> pg_sys::ScanKeyData {
+/// An equality key on text column `column` of `index`, compared under the index's own
+/// collation: a B-tree is ordered by it, and a descent under another collation (the
+/// idempotency key column has the database's) can miss entries that are there.
+unsafe fn text_key(index: pg_sys::Relation, column: i16, value: Datum) -> pg_sys::ScanKeyData {
     let mut key = pg_sys::ScanKeyData::default();
-    pg_sys::ScanKeyInit(
+    pg_sys::ScanKeyEntryInitialize(
         &mut key,
+        0,
         column,
         pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+        pg_sys::InvalidOid,
+        *(*index).rd_indcollation.add(column as usize - 1),
         pg_sys::RegProcedure::from(pg_sys::F_TEXTEQ),
         value,
     );
@@ -618,25 +699,51 @@ unsafe fn close(relation: pg_sys::Relation, is_index: bool) {
     }
 }
 
-/// The relation has exactly these columns (none dropped) and exactly these indexes,
-/// and no rules or forced row security.
-unsafe fn as_made(relation: pg_sys::Relation, columns: &[&CStr], indexes: &[Oid]) -> bool {
-    let class = &*(*relation).rd_rel;
-    if class.relhasrules || class.relforcerowsecurity {
+impl Catalog {
+    /// The relation has exactly these columns (none dropped, each of its type, without a
+    /// typmod, NOT NULL as made) and exactly these indexes, and no CHECK constraints,
+    /// rules or forced row security.
+    unsafe fn as_made(&self, relation: pg_sys::Relation, columns: &[Column], indexes: &[Oid]) -> bool {
+        let class = &*(*relation).rd_rel;
+        if class.relhasrules || class.relforcerowsecurity {
+            return false;
+        }
+        let desc = &*(*relation).rd_att;
+        if desc.natts as usize != columns.len() || desc.constr.as_ref().is_some_and(|c| c.num_check > 0) {
+            return false;
+        }
+        let attributes = desc.attrs.as_slice(columns.len());
+        let same_columns = attributes.iter().zip(columns).all(|(attribute, column)| {
+            let of = match column.of {
+                Type::Builtin(oid) => oid,
+                Type::Domain(index) => self.domains[index],
+            };
+            !attribute.attisdropped
+                && attribute.atttypid == of
+                && attribute.atttypmod == -1
+                && attribute.attnotnull == column.not_null
+                && CStr::from_ptr(attribute.attname.data.as_ptr()) == column.name
+        });
+        let list = pg_sys::RelationGetIndexList(relation);
+        same_columns
+            && pg_sys::list_length(list) as usize == indexes.len()
+            && indexes.iter().all(|oid| pg_sys::list_member_oid(list, *oid))
+    }
+}
+
+/// An UPDATE of the table passes the executor's replica identity check (what
+/// CheckCmdReplicaIdentity refuses: a publication's row filter or column list that the
+/// replica identity does not cover, or published updates without a replica identity).
+/// The SQL path raises that error; the direct path steps aside for it.
+unsafe fn updates_replicate(relation: pg_sys::Relation) -> bool {
+    let mut publication = pg_sys::PublicationDesc::default();
+    pg_sys::RelationBuildPublicationDesc(relation, &mut publication);
+    if !publication.rf_valid_for_update || !publication.cols_valid_for_update {
         return false;
     }
-    let desc = &*(*relation).rd_att;
-    if desc.natts as usize != columns.len() {
-        return false;
-    }
-    let attributes = desc.attrs.as_slice(columns.len());
-    let same_columns = attributes.iter().zip(columns).all(|(attribute, name)| {
-        !attribute.attisdropped && CStr::from_ptr(attribute.attname.data.as_ptr()) == *name
-    });
-    let list = pg_sys::RelationGetIndexList(relation);
-    same_columns
-        && pg_sys::list_length(list) as usize == indexes.len()
-        && indexes.iter().all(|oid| pg_sys::list_member_oid(list, *oid))
+    !publication.pubactions.pubupdate
+        || pg_sys::RelationGetReplicaIndex(relation) != pg_sys::InvalidOid
+        || (*(*relation).rd_rel).relreplident == pg_sys::REPLICA_IDENTITY_FULL as c_char
 }
 
 unsafe fn triggers(relation: pg_sys::Relation) -> Option<&'static pg_sys::TriggerDesc> {

@@ -41,6 +41,11 @@ pub fn register_settings() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    // Until the library loads, `credits.error_style` is a placeholder that takes any
+    // text; from here on the enum checks every SET, and a misspelt `credits.…` name is an
+    // error rather than a new placeholder.
+    // SAFETY: called from _PG_init, after the settings of the prefix are defined.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"credits".as_ptr()) };
 }
 
 /// Which rule a bad argument broke; each maps to one standard SQLSTATE of class 22.

@@ -14,8 +14,14 @@
 //! trigger, for an INSERT at commit, as the difference between the
 //! balance and the account's ledger (so an `INSERT … ON CONFLICT DO UPDATE` that did not
 //! insert records nothing twice, and a restore of both tables records nothing at all).
+//!
+//! The same reconciliation at commit is what lets a restore bring hot accounts back: an
+//! inserted account row may have slots, and slot rows may be inserted (only inserted: an
+//! UPDATE or DELETE of a slot is refused at once), as long as at commit every account
+//! touched has exactly its slots 0 … n-1, whose money counts in its balance.
 
 use crate::error::{self, CreditsError};
+use crate::input::canonical;
 use crate::notify;
 use crate::plans::{is_direct_write, Statement, NUMERIC, TEXT};
 use pgrx::heap_tuple::PgHeapTuple;
@@ -34,24 +40,34 @@ fn guard_accounts<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<Trigger
     }
 }
 
-/// Deferred to COMMIT after an INSERT of credits.accounts with a non-zero balance:
-/// records `balance - sum(ledger)` for the account as an adjustment. Deferred so that a
-/// restore, which loads the accounts before their ledger, finds them equal and records
-/// nothing; an ordinary INSERT gets its adjustment at commit.
+/// Deferred to COMMIT after a direct INSERT of credits.accounts (with a balance or slots)
+/// or of credits.account_slots: checks that the account's slots are exactly the ones its
+/// slot count says (PT403 otherwise), and records `balance - sum(ledger)` for it, its
+/// slots included, as an adjustment. Deferred so that a restore, which loads the tables
+/// one after the other, finds them consistent and records nothing; an ordinary INSERT
+/// gets its adjustment at commit.
 #[pg_trigger]
 fn reconcile_inserted_account<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> std::result::Result<TriggerRow<'a>, Infallible> {
+    match reconcile(trigger) {
+        Ok(()) => Ok(None),
+        Err(error) => error.raise(),
+    }
+}
+
+fn reconcile(trigger: &PgTrigger<'_>) -> error::Result<()> {
     let new = trigger.new().expect("an AFTER INSERT row trigger has NEW");
     let account: String = column(&new, "account");
-    Spi::connect_mut(|client| {
-        RECONCILE.first_row(client, &[account.as_str().into()]);
+    let slots_as_counted = Spi::connect_mut(|client| {
+        RECONCILE.first_value::<bool>(client, &[account.as_str().into()]).expect("one row")
     });
-    Ok(None)
+    if slots_as_counted { Ok(()) } else { Err(SLOTS_CHANGED) }
 }
 
 /// Refuses the write it fires for: UPDATE, DELETE or TRUNCATE of the ledger, TRUNCATE of
-/// the accounts, and DELETE of an account whose balance is not zero.
+/// the accounts, DELETE of an account whose balance is not zero, a direct UPDATE or DELETE
+/// of a slot, and UPDATE of an event.
 #[pg_trigger]
 fn refuse_write<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRow<'a>, Infallible> {
     let table = trigger.table_name().unwrap_or_default();
@@ -65,22 +81,36 @@ fn refuse_write<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRo
         ("account_slots", _) => {
             "The slots of a hot account change only through pg_credits: use credits.set_slots."
         }
+        ("events", _) => "credits.events is append-only: events cannot be updated (delete old ones to prune it).",
         _ => "The credits ledger is append-only: entries cannot be updated, deleted or truncated.",
     };
+    // raise() longjmps: nothing owned may be left in this frame.
+    drop(table);
     CreditsError::ForbiddenWrite { message }.raise()
 }
 
+/// Whether account $1's slots are exactly 0 … slots-1 (no account: no slots), and if so
+/// the adjustment that makes its ledger add up to its whole balance.
 static RECONCILE: Statement = Statement {
     sql: "WITH account AS (
-              SELECT account, balance FROM credits.accounts WHERE account = $1 FOR UPDATE),
+              SELECT account, balance, slots FROM credits.accounts WHERE account = $1 FOR UPDATE),
+          slots AS (
+              SELECT pg_catalog.count(*) AS n, coalesce(pg_catalog.sum(available), 0) AS available,
+                     coalesce(pg_catalog.max(slot), -1) AS last, coalesce(pg_catalog.min(slot), 0) AS first
+                FROM credits.account_slots WHERE account = $1),
+          checked AS (
+              SELECT coalesce((SELECT slots FROM account), 0) = s.n AND s.first >= 0 AND s.last = s.n - 1 AS ok
+                FROM slots s),
           gap AS (
-              SELECT account, balance, balance - coalesce(
-                         (SELECT sum(l.amount) FROM credits.ledger l WHERE l.account = $1), 0) AS amount
-                FROM account)
-          INSERT INTO credits.ledger (account, amount, balance_after, kind, reason)
-          SELECT account, amount, balance, 'adjustment', 'direct insert into credits.accounts'
-            FROM gap WHERE amount <> 0
-          RETURNING id",
+              SELECT a.account, pg_catalog.trim_scale(a.balance + s.available) AS balance,
+                     pg_catalog.trim_scale(a.balance + s.available - coalesce(
+                         (SELECT pg_catalog.sum(l.amount) FROM credits.ledger l WHERE l.account = $1), 0)) AS amount
+                FROM account a, slots s, checked c WHERE c.ok),
+          adjusted AS (
+              INSERT INTO credits.ledger (account, amount, balance_after, kind, reason)
+              SELECT account, amount, balance, 'adjustment', 'direct insert into credits.accounts'
+                FROM gap WHERE amount <> 0)
+          SELECT ok FROM checked",
     args: &[TEXT],
 };
 
@@ -96,8 +126,8 @@ fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
     if !is_direct_write(&account) {
         return Ok(Some(new));
     }
-    let new_balance: AnyNumeric = column(&new, "balance");
-    let min_balance: AnyNumeric = column(&new, "min_balance");
+    let new_balance: AnyNumeric = canonical(column(&new, "balance"));
+    let min_balance: AnyNumeric = canonical(column(&new, "min_balance"));
     let slots: i32 = column(&new, "slots");
     let old_balance = match trigger.old() {
         Some(old) => {
@@ -109,9 +139,9 @@ fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
             if column::<i32>(&old, "slots") != slots {
                 return Err(SLOTS_CHANGED);
             }
-            Some(column::<AnyNumeric>(&old, "balance"))
+            Some(canonical(column(&old, "balance")))
         }
-        None if slots != 0 => return Err(SLOTS_CHANGED),
+        // An inserted hot account (a restore): its slots are checked at commit.
         None => None,
     };
     if new_balance < min_balance {
@@ -131,7 +161,7 @@ fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
             let threshold: Option<AnyNumeric> =
                 new.get_by_name("low_balance_threshold").expect("credits.accounts has this column");
             Spi::connect_mut(|client| {
-                let amount = new_balance.clone() - old.clone();
+                let amount = canonical(new_balance.clone() - old.clone());
                 ADJUSTMENT.first_row(client, &[account.as_str().into(), amount.into(), new_balance.clone().into()]);
                 if notify::crossed(&old, &new_balance, threshold.as_ref()) {
                     notify::low_balance(client, &account, &new_balance, threshold.as_ref().expect("crossed"));

@@ -106,15 +106,15 @@ macro_rules! take_sql {
         concat!(
             "WITH chosen AS (", $chosen, "),
                   taken AS (
-                      UPDATE credits.account_slots s SET available = s.available - $2
+                      UPDATE credits.account_slots s SET available = pg_catalog.trim_scale(s.available - $2)
                         FROM chosen WHERE s.account = $1 AND s.slot = chosen.slot AND s.available >= $2
                    RETURNING s.account, s.slot, s.available),
                   entry AS (
                       INSERT INTO credits.ledger (account, amount, kind, reason, idempotency_key, metadata)
                       SELECT account, -$2, 'charge', $3, $4, $5 FROM taken)
-             SELECT a.balance + taken.available
+             SELECT pg_catalog.trim_scale(a.balance + taken.available
                     + (SELECT coalesce(sum(s.available), 0) FROM credits.account_slots s
-                        WHERE s.account = $1 AND s.slot <> taken.slot),
+                        WHERE s.account = $1 AND s.slot <> taken.slot)),
                     a.low_balance_threshold, taken.slot
                FROM taken, credits.accounts a WHERE a.account = $1"
         )
@@ -203,20 +203,31 @@ static ADD_SLOTS: Statement = Statement {
     args: &[TEXT, INT4],
 };
 
-/// Serializes the calls that use one idempotency key of one account: the transaction
-/// advisory lock `pg_advisory_xact_lock(hashtext(account), hashtext(key))` takes.
+/// Serializes the calls that use one idempotency key of one account, with a transaction
+/// lock in a space of its own: an advisory lock whose fourth field is [`KEY_LOCK_SPACE`].
+/// SQL's advisory lock functions only take fields 1 and 2 (one bigint or two integers),
+/// so no role can take this lock from SQL and hold a hot account's keyed charges up. It
+/// shows in `pg_locks` as `locktype 'advisory'`, `objsubid` 20547.
 fn lock_key(account: &str, key: &str) {
-    // hashtext under a deterministic collation (every database default is one) hashes
-    // the bytes with hash_bytes.
-    // SAFETY: hash_bytes reads exactly the bytes given; the lock function gets two int4.
-    let hash = |text: &str| unsafe { hash_bytes(text.as_ptr(), text.len() as c_int) as i32 };
+    // SAFETY: hash_bytes reads exactly the bytes given; LockAcquire copies the tag, and
+    // the lock is released with the transaction (sessionLock false), waiting (and
+    // deadlock detection) as for any heavyweight lock.
     unsafe {
-        pgrx::direct_function_call_as_datum(
-            pg_sys::pg_advisory_xact_lock_int4,
-            &[hash(account).into_datum(), hash(key).into_datum()],
-        );
+        let hash = |text: &str| hash_bytes(text.as_ptr(), text.len() as c_int);
+        let tag = pg_sys::LOCKTAG {
+            locktag_field1: pg_sys::MyDatabaseId.to_u32(),
+            locktag_field2: hash(account),
+            locktag_field3: hash(key),
+            locktag_field4: KEY_LOCK_SPACE,
+            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+            locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+        };
+        pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, false, false);
     }
 }
+
+/// "PC" (0x5043): the advisory lock space of pg_credits' idempotency keys (see [`lock_key`]).
+const KEY_LOCK_SPACE: u16 = 0x5043;
 
 // PostgreSQL's byte hash (common/hashfn.c), which pgrx does not bind; it cannot fail.
 unsafe extern "C" {
@@ -371,7 +382,7 @@ fn apply_to_part(client: &SpiClient<'_>, entry: &Entry<'_>, held: &[i32], thresh
     let others: AnyNumeric = OTHER_SLOTS
         .first_value(client, &[entry.account.into(), held.to_vec().into()])
         .expect("a sum");
-    let balance = row_after + others;
+    let balance = input::canonical(row_after + others);
     alert_if_crossed(client, entry, &balance, threshold);
     Applied::Moved(balance)
 }

@@ -4,9 +4,13 @@
 //! The limits keep every amount inside numeric(38,18), so balances stay exact and any
 //! client language can hold them in a decimal type; text limits keep one account's rows
 //! small enough that an oversized value cannot be used to bloat the ledger.
+//!
+//! Every amount pg_credits stores or returns is in one canonical form, [`canonical`]: the
+//! same value always reads the same (`97`, never `97.0` or `97.000000000000000000`), and
+//! its scale never exceeds the 18 places the limits allow.
 
 use crate::error::{BadInput, CreditsError, Result};
-use pgrx::{AnyNumeric, JsonB};
+use pgrx::{AnyNumeric, IntoDatum, JsonB};
 
 pub const MAX_ACCOUNT_CHARS: usize = 256;
 pub const MAX_KEY_CHARS: usize = 256;
@@ -47,9 +51,9 @@ impl Amount {
     }
 }
 
-/// A cost or an amount: finite, not negative, within numeric(38,18).
+/// A cost or an amount: finite, not negative, within numeric(38,18); canonical.
 pub fn amount(field: &'static str, value: Option<AnyNumeric>) -> Result<Amount> {
-    let value = required(field, value)?;
+    let value = canonical(required(field, value)?);
     let text = value.to_string();
     check_decimal(field, &text)?;
     if text.starts_with('-') {
@@ -59,11 +63,20 @@ pub fn amount(field: &'static str, value: Option<AnyNumeric>) -> Result<Amount> 
     Ok(Amount { value, zero })
 }
 
-/// A balance, a floor or a threshold: finite and within numeric(38,18), any sign.
+/// A balance, a floor or a threshold: finite and within numeric(38,18), any sign; canonical.
 pub fn signed_amount(field: &'static str, value: Option<AnyNumeric>) -> Result<AnyNumeric> {
-    let amount = required(field, value)?;
+    let amount = canonical(required(field, value)?);
     check_decimal(field, &amount.to_string())?;
     Ok(amount)
+}
+
+/// The canonical form of an amount: without trailing zeros after the point (what SQL's
+/// `pg_catalog.trim_scale` gives, which the SQL statements use for the same purpose).
+/// NaN and the infinities come back as they are, for the checks to refuse.
+pub fn canonical(value: AnyNumeric) -> AnyNumeric {
+    // SAFETY: numeric_trim_scale takes one numeric and returns a new one.
+    unsafe { pgrx::direct_function_call(pgrx::pg_sys::numeric_trim_scale, &[value.into_datum()]) }
+        .expect("trim_scale of a numeric is a numeric")
 }
 
 pub fn optional_signed_amount(

@@ -121,7 +121,7 @@ macro_rules! movement_sql {
      balance_after: $balance_after:literal, crossed: $crossed:literal) => {
         concat!(
             "WITH moved AS (
-                 UPDATE credits.accounts SET balance = ", $set, ", updated_at = pg_catalog.now()
+                 UPDATE credits.accounts SET balance = pg_catalog.trim_scale(", $set, "), updated_at = pg_catalog.now()
                   WHERE account = $1 AND ", $when, "
               RETURNING account, balance, ", $crossed, " AS crossed_threshold),
              entry AS (

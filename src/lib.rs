@@ -32,6 +32,7 @@ extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     error::register_settings();
+    notify::register_callbacks();
 }
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

@@ -23,6 +23,7 @@ use std::collections::HashSet;
 pub const TEXT: PgOid = PgOid::BuiltIn(BuiltinOid::TEXTOID);
 pub const NUMERIC: PgOid = PgOid::BuiltIn(BuiltinOid::NUMERICOID);
 pub const JSONB: PgOid = PgOid::BuiltIn(BuiltinOid::JSONBOID);
+pub const BOOL: PgOid = PgOid::BuiltIn(BuiltinOid::BOOLOID);
 pub const INT4: PgOid = PgOid::BuiltIn(BuiltinOid::INT4OID);
 pub const TEXT_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::TEXTARRAYOID);
 pub const NUMERIC_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::NUMERICARRAYOID);

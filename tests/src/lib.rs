@@ -17,12 +17,16 @@ pub fn config(database: &str) -> Config {
     config
 }
 
+/// How every test database is made: with a linguistic ICU collation as its default, the
+/// kind users' databases have, so nothing passes only because text compares byte by byte.
+pub const CREATE_DATABASE_OPTIONS: &str = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'";
+
 /// A database of its own for one test, with pg_credits installed; returns its name.
 pub fn fresh_database(test: &str) -> String {
     let name = format!("t_{test}");
     let mut admin = config("postgres").connect(NoTls).expect("the test cluster is running");
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name} {CREATE_DATABASE_OPTIONS}")).unwrap();
     connect(&name).batch_execute("CREATE EXTENSION pg_credits").unwrap();
     name
 }

@@ -46,7 +46,7 @@ fn dump_and_restore_keep_balances_and_ledger() {
     let target = "t_backup_target";
     let mut admin = connect("postgres");
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {target} WITH (FORCE)")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {target} TEMPLATE template0")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {target} {CREATE_DATABASE_OPTIONS}")).unwrap();
     let status = pg_tool("pg_restore")
         .args(["--single-transaction", "--exit-on-error", "-d", target])
         .arg(&dump)
