@@ -1,4 +1,6 @@
-//! pg_dump and pg_restore keep every balance and every ledger entry, as they were.
+//! pg_dump and pg_restore keep every row of every table pg_credits has (accounts, ledger,
+//! the slots of hot accounts, events), as they were, restored the documented ways: a
+//! custom-format dump with `pg_restore --single-transaction`, a plain one with `psql -1`.
 
 use pg_credits_client_tests::*;
 use std::process::Command;
@@ -8,16 +10,29 @@ fn pg_tool(name: &str) -> Command {
     Command::new(format!("{bin}/{name}"))
 }
 
-/// Every row of both tables, as text, in a stable order.
-fn snapshot(database: &str) -> (Vec<String>, Vec<String>) {
+/// Every row of every table pg_credits has, as text, in a stable order; the list of tables
+/// is read from the extension's dump configuration, so a table added later is included.
+fn snapshot(database: &str) -> Vec<String> {
     let mut client = connect(database);
-    let rows = |client: &mut postgres::Client, sql: &str| -> Vec<String> {
-        client.query(sql, &[]).unwrap().iter().map(|r| r.get::<_, String>(0)).collect()
-    };
-    (
-        rows(&mut client, "SELECT a::text FROM credits.accounts a ORDER BY account"),
-        rows(&mut client, "SELECT l::text FROM credits.ledger l ORDER BY account, id"),
-    )
+    let tables: Vec<String> = client
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_extension e, unnest(e.extconfig) t(oid)
+               JOIN pg_class c ON c.oid = t.oid
+              WHERE e.extname = 'pg_credits' AND c.relkind = 'r' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tables, ["credits.account_slots", "credits.accounts", "credits.events", "credits.ledger"]);
+    tables
+        .iter()
+        .flat_map(|table| {
+            let sql = format!("SELECT '{table} ' || t::text FROM {table} t ORDER BY t::text COLLATE \"C\"");
+            client.query(&sql, &[]).unwrap().iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[test]
@@ -34,32 +49,52 @@ fn dump_and_restore_keep_balances_and_ledger() {
              SELECT credits.create_account('closed');
              SELECT credits.recharge('closed', 1);
              SELECT credits.charge('closed', 1);
-             DELETE FROM credits.accounts WHERE account = 'closed';",
+             DELETE FROM credits.accounts WHERE account = 'closed';
+             SELECT credits.create_account('overdraft', 5, min_balance => -20, low_balance_threshold => 0);
+             SELECT credits.charge('overdraft', 12);
+             SELECT credits.create_account('big', 1000, min_balance => -50, low_balance_threshold => 900);
+             SELECT credits.set_slots('big', 4);
+             SELECT credits.charge('big', 7, idempotency_key => 'hot-1');
+             SELECT credits.charge('big', 200);",
         )
         .unwrap();
     assert_ledger_invariant(&mut client);
+    let events: i64 = client.query_one("SELECT count(*) FROM credits.events", &[]).unwrap().get(0);
+    assert_eq!(events, 2, "the overdraft and the hot account crossed their thresholds");
     let before = snapshot(&source);
 
-    let dump = std::env::temp_dir().join(format!("pg_credits_backup_{}.dump", std::process::id()));
-    let status = pg_tool("pg_dump").args(["-Fc", "-d", &source, "-f"]).arg(&dump).status().unwrap();
-    assert!(status.success(), "pg_dump");
-    let target = "t_backup_target";
-    let mut admin = connect("postgres");
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {target} WITH (FORCE)")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {target} {CREATE_DATABASE_OPTIONS}")).unwrap();
-    let status = pg_tool("pg_restore")
-        .args(["--single-transaction", "--exit-on-error", "-d", target])
-        .arg(&dump)
-        .status()
+    let dump = std::env::temp_dir().join(format!("pg_credits_backup_{}", std::process::id()));
+    for (format, restore) in [("-Fc", "pg_restore --single-transaction"), ("-Fp", "psql -1")] {
+        let status = pg_tool("pg_dump").args([format, "-d", &source, "-f"]).arg(&dump).status().unwrap();
+        assert!(status.success(), "pg_dump {format}");
+        let target = "t_backup_target";
+        let mut admin = connect("postgres");
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {target} WITH (FORCE)")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {target} {CREATE_DATABASE_OPTIONS}")).unwrap();
+        let status = match restore {
+            "psql -1" => pg_tool("psql").args(["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-d", target, "-f"]).arg(&dump).status(),
+            _ => pg_tool("pg_restore").args(["--single-transaction", "--exit-on-error", "-d", target]).arg(&dump).status(),
+        }
         .unwrap();
+        assert!(status.success(), "{restore}");
+        assert_eq!(snapshot(target), before, "{restore}: every row of every table comes back unchanged");
+        still_works(target);
+    }
     std::fs::remove_file(&dump).ok();
-    assert!(status.success(), "pg_restore");
+}
 
-    assert_eq!(snapshot(target), before, "every account and ledger row comes back unchanged");
+/// The restored database keeps working: the hot account charges and gathers, new entries
+/// continue the ledger's ids, and idempotency keys used before the dump still replay.
+fn still_works(target: &str) {
     let mut restored = connect(target);
     assert_ledger_invariant(&mut restored);
-    // The restored database keeps working: new entries continue the ledger's ids, and an
-    // idempotency key used before the dump still replays.
+    assert_eq!(balance(&mut restored, "big"), dec("793"));
+    assert_eq!(balance(&mut restored, "overdraft"), dec("-7"));
+    let replayed: rust_decimal::Decimal =
+        restored.query_one("SELECT credits.charge('big', 7, idempotency_key => 'hot-1')", &[]).unwrap().get(0);
+    assert_eq!(replayed, dec("793"));
+    restored.query_one("SELECT credits.charge('big', 800)", &[]).unwrap();
+    assert_eq!(balance(&mut restored, "big"), dec("-7"));
     let after: rust_decimal::Decimal =
         restored.query_one("SELECT credits.charge('a', 3.25, 'GET /x', 'k1')", &[]).unwrap().get(0);
     assert_eq!(after, dec("6.75"));
@@ -70,5 +105,11 @@ fn dump_and_restore_keep_balances_and_ledger() {
         .unwrap()
         .get(0);
     assert!(fresh_id_is_new);
+    restored.query_one("SELECT credits.charge('a', 4)", &[]).unwrap();
+    let fresh_event_is_new: bool = restored
+        .query_one("SELECT count(*) = 3 AND count(DISTINCT id) = 3 FROM credits.events", &[])
+        .unwrap()
+        .get(0);
+    assert!(fresh_event_is_new, "a's crossing is a new event with a new id");
     assert_ledger_invariant(&mut restored);
 }

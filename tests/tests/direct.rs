@@ -130,6 +130,22 @@ fn charges_within_one_statement_and_one_transaction_see_each_other() {
     assert_ledger_invariant(&mut client);
 }
 
+/// amcheck over every index of pg_credits' tables: the structure, and that each heap row
+/// has its entry (heapallindexed).
+fn check_indexes(client: &mut postgres::Client) {
+    for index in [
+        "credits.accounts_pkey",
+        "credits.ledger_pkey",
+        "credits.ledger_idempotency_key",
+        "credits.ledger_account_created_at",
+        "credits.account_slots_pkey",
+    ] {
+        client
+            .execute(&format!("SELECT bt_index_parent_check('{index}', heapallindexed => true)"), &[])
+            .unwrap_or_else(|e| panic!("{index}: {e}"));
+    }
+}
+
 #[test]
 fn indexes_hold_every_row_the_direct_path_wrote() {
     let mut client = account("direct_amcheck");
@@ -149,11 +165,7 @@ fn indexes_hold_every_row_the_direct_path_wrote() {
                  ARRAY(SELECT 'usage-' || i FROM generate_series(1, 2000) i));",
         )
         .unwrap();
-    for index in ["credits.accounts_pkey", "credits.ledger_pkey", "credits.ledger_idempotency_key"] {
-        client
-            .execute(&format!("SELECT bt_index_check('{index}', heapallindexed => true)"), &[])
-            .unwrap_or_else(|e| panic!("{index}: {e}"));
-    }
+    check_indexes(&mut client);
     assert_eq!(balance(&mut client, "acct-1"), dec("70"));
     assert_eq!(balance(&mut client, "a"), dec("200"));
     for prefix in ["single-", "usage-", "hot-"] {
@@ -232,5 +244,180 @@ fn large_metadata_survives_direct_writes() {
     assert_eq!(stored, client.query_one("SELECT $1::text::jsonb::text", &[&metadata]).unwrap().get::<_, String>(0));
     assert_eq!(row.get::<_, i64>(1), 5);
     assert_eq!(balance(&mut client, "a"), dec("995"));
+    assert_ledger_invariant(&mut client);
+}
+
+/// The defect this guards against: `charge_many` read the account id for its primary key
+/// entry out of a heap page it no longer pinned. Rows of about 1.9 kB (four to a page)
+/// make every update leave the page (not HOT), while other backends prune and compact
+/// the pages they charge: the id bytes then changed under the batch, which indexed a row
+/// under another account's id (23505, PT404 for an account that exists, a second row for
+/// it) or crashed. Fourteen clients mix two-account batches and single charges.
+#[test]
+fn batches_racing_page_compaction_index_every_row_under_its_own_account() {
+    const ACCOUNTS: usize = 40;
+    const CLIENTS: usize = 14;
+    let seconds: u64 = std::env::var("PG_CREDITS_COMPACTION_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let db = fresh_database("direct_compaction");
+    let mut client = connect(&db);
+    let padding = "x".repeat(1800);
+    client.batch_execute("CREATE EXTENSION amcheck").unwrap();
+    for i in 0..ACCOUNTS {
+        client
+            .execute(
+                "SELECT credits.create_account($1, 1000000, metadata => jsonb_build_object('pad', $2::text))",
+                &[&format!("r{i}"), &padding],
+            )
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|worker| {
+            let db = db.clone();
+            std::thread::spawn(move || -> usize {
+                let mut client = connect(&db);
+                // Not waiting for the WAL flush, many more writes (and windows) a second.
+                client.batch_execute("SET synchronous_commit = off").unwrap();
+                let mut charged = 0;
+                let mut n = worker;
+                while std::time::Instant::now() < deadline {
+                    n = n.wrapping_mul(2_654_435_761).wrapping_add(12345) % 1_000_003;
+                    let (a, b) = (format!("r{}", n % ACCOUNTS), format!("r{}", (n / ACCOUNTS) % ACCOUNTS));
+                    if worker % 2 == 0 {
+                        let rows = client
+                            .query(
+                                "SELECT status FROM credits.charge_many(ARRAY[$1, $2]::text[], ARRAY[1, 1]::numeric[])",
+                                &[&a, &b],
+                            )
+                            .unwrap_or_else(|e| panic!("charge_many of {a} and {b}: {e}"));
+                        assert!(rows.iter().all(|r| r.get::<_, &str>(0) == "charged"), "{a}, {b}");
+                        charged += 2;
+                    } else {
+                        client
+                            .query_one("SELECT credits.charge($1, 1)", &[&a])
+                            .unwrap_or_else(|e| panic!("charge of {a}: {e}"));
+                        charged += 1;
+                    }
+                }
+                charged
+            })
+        })
+        .collect();
+    let charged: usize = workers.into_iter().map(|w| w.join().expect("a worker failed")).sum();
+    println!("{charged} charges in {seconds} s");
+    check_indexes(&mut client);
+    let rows: i64 = client.query_one("SELECT count(*) FROM credits.accounts", &[]).unwrap().get(0);
+    assert_eq!(rows, ACCOUNTS as i64, "one row per account");
+    let total: Decimal = client.query_one("SELECT sum(credits.balance(account)) FROM credits.accounts", &[]).unwrap().get(0);
+    assert_eq!(total, Decimal::from(ACCOUNTS as i64 * 1_000_000 - charged as i64), "every charge taken once");
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn idempotency_keys_replay_under_the_databases_linguistic_collation() {
+    // The test databases use ICU en-US: 'a-1' < 'B-1' < 'c-1' there, 'B-1' < 'a-1' in C.
+    let mut client = account("direct_collation");
+    let keys: Vec<String> =
+        (0..300).map(|i| format!("{}-{}", ["B", "a", "c", "D", "e"][i % 5], i / 5)).collect();
+    client.execute("SELECT credits.create_account('h', 1000)", &[]).unwrap();
+    client.execute("SELECT credits.set_slots('h', 4)", &[]).unwrap();
+    for account in ["a", "h"] {
+        let first: Vec<Decimal> = keys
+            .iter()
+            .map(|key| client.query_one("SELECT credits.charge($1, 1, NULL, $2)", &[&account, key]).unwrap().get(0))
+            .collect();
+        for (key, balance_after) in keys.iter().zip(&first) {
+            let again: Decimal = client
+                .query_one("SELECT credits.charge($1, 1, NULL, $2)", &[&account, key])
+                .unwrap_or_else(|e| panic!("replay of {key} on {account}: {e}"))
+                .get(0);
+            if account == "a" {
+                assert_eq!(&again, balance_after, "{key} replays its balance after");
+            }
+        }
+        let batch = client
+            .query(
+                "SELECT status FROM credits.charge_many(array_fill($1::text, ARRAY[cardinality($2::text[])]),
+                                                        array_fill(1::numeric, ARRAY[cardinality($2::text[])]), $2)",
+                &[&account, &keys],
+            )
+            .unwrap();
+        assert!(batch.iter().all(|r| r.get::<_, &str>(0) == "replayed"), "charge_many replays every key of {account}");
+        assert_eq!(balance(&mut client, account), dec("700"), "{account}: each key charged once");
+    }
+    client.batch_execute("CREATE EXTENSION amcheck").unwrap();
+    check_indexes(&mut client);
+    assert_ledger_invariant(&mut client);
+}
+
+/// Whatever the SQL path would refuse, the direct path refuses too: each change made by
+/// hand, the SQLSTATE it must make each statement fail with, and the statements: a charge
+/// and a batch (written directly when the tables are as made) and, where it applies, a
+/// recharge (always through SQL).
+#[test]
+fn constraints_added_by_hand_hold_for_charges_as_for_recharges() {
+    const CHARGE: [&str; 3] = [
+        "SELECT credits.charge('a', 1)",
+        "SELECT * FROM credits.charge_many(ARRAY['a'], ARRAY[1]::numeric[])",
+        "SELECT credits.recharge('a', 1)",
+    ];
+    let long_reason = [
+        "SELECT credits.charge('a', 1, reason => repeat('r', 21))",
+        "SELECT * FROM credits.charge_many(ARRAY['a'], ARRAY[1]::numeric[], reason => repeat('r', 21))",
+        "SELECT credits.recharge('a', 1, reason => repeat('r', 21))",
+    ];
+    let cases: [(&str, &str, &str, &[&str]); 7] = [
+        ("ALTER TABLE credits.accounts ADD CONSTRAINT keep_five CHECK (balance >= 5)",
+         "ALTER TABLE credits.accounts DROP CONSTRAINT keep_five", "23514",
+         &["SELECT credits.charge('a', 996)",
+           "SELECT * FROM credits.charge_many(ARRAY['a'], ARRAY[996]::numeric[])"]),
+        ("ALTER TABLE credits.ledger ADD CONSTRAINT no_ones CHECK (amount NOT IN (-1, 1)) NOT VALID",
+         "ALTER TABLE credits.ledger DROP CONSTRAINT no_ones", "23514", &CHARGE),
+        ("ALTER TABLE credits.ledger ALTER COLUMN reason TYPE varchar(20)",
+         "ALTER TABLE credits.ledger ALTER COLUMN reason TYPE text", "22001", &long_reason),
+        ("ALTER TABLE credits.ledger ALTER COLUMN reason SET NOT NULL",
+         "ALTER TABLE credits.ledger ALTER COLUMN reason DROP NOT NULL", "23502", &CHARGE),
+        ("ALTER TABLE credits.accounts REPLICA IDENTITY NOTHING; CREATE PUBLICATION p FOR TABLE credits.accounts",
+         "DROP PUBLICATION p; ALTER TABLE credits.accounts REPLICA IDENTITY DEFAULT", "55000", &CHARGE),
+        ("CREATE PUBLICATION p FOR TABLE credits.accounts WHERE (slots >= 0)",
+         "DROP PUBLICATION p", "42P10", &CHARGE),
+        ("CREATE PUBLICATION p FOR TABLE credits.accounts (balance)",
+         "DROP PUBLICATION p", "42P10", &CHARGE),
+    ];
+    let mut client = account("direct_constraints");
+    for (change, undo, sqlstate, statements) in cases {
+        client.batch_execute(change).unwrap();
+        for sql in statements {
+            let error = db_error(client.query(*sql, &[]));
+            assert_eq!(error.code().code(), sqlstate, "{sql} after {change}: {}", error.message());
+        }
+        client.batch_execute(undo).unwrap();
+        // With a reason: the NOT NULL case needs every entry to have one.
+        client
+            .query_one("SELECT credits.charge('a', 1, reason => 'as made')", &[])
+            .unwrap_or_else(|e| panic!("after {undo}: {e}"));
+    }
+    assert_eq!(balance(&mut client, "a"), dec("993"), "only the charges made with the tables as made");
+    assert_ledger_invariant(&mut client);
+}
+
+/// A charge called from an UPDATE of its own account row: the SQL path's charge comes
+/// after the UPDATE's scan (SPI increments the command counter), so the UPDATE then
+/// meets a row changed by a later command and fails, and nothing is charged. The direct
+/// path must do the same, not leave the charge in place and skip the UPDATE in silence.
+#[test]
+fn a_charge_inside_an_update_of_its_own_row_fails_as_on_the_sql_path() {
+    let mut client = account("direct_self_update");
+    let update = "UPDATE credits.accounts SET metadata = jsonb_build_object('c', credits.charge(account, 1)) WHERE account = $1";
+    let error = db_error(client.execute(update, &[&"a"]));
+    assert_eq!(error.code().code(), "27000", "{}", error.message());
+    assert_eq!(balance(&mut client, "a"), dec("1000"), "nothing charged");
+    // A hot account's charge writes a slot, not the row: on either path the UPDATE then
+    // goes through, with the charge.
+    client.execute("SELECT credits.set_slots('a', 2)", &[]).unwrap();
+    assert_eq!(client.execute(update, &[&"a"]).unwrap(), 1);
+    let recorded: String =
+        client.query_one("SELECT metadata->>'c' FROM credits.accounts WHERE account = 'a'", &[]).unwrap().get(0);
+    assert_eq!((recorded.as_str(), balance(&mut client, "a")), ("999", dec("999")));
     assert_ledger_invariant(&mut client);
 }

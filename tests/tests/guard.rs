@@ -89,3 +89,59 @@ fn non_finite_values_cannot_be_written_directly() {
     }
     assert_ledger_invariant(&mut client);
 }
+
+#[test]
+fn a_raw_insert_made_hot_in_its_transaction_reconciles_its_whole_balance() {
+    let db = fresh_database("guard_insert_then_hot");
+    let mut client = connect(&db);
+    client
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO credits.accounts (account, balance) VALUES ('raw', 100);
+             SELECT credits.set_slots('raw', 4);
+             COMMIT;",
+        )
+        .unwrap();
+    let adjustment: rust_decimal::Decimal = client
+        .query_one("SELECT amount FROM credits.ledger WHERE account = 'raw' AND kind = 'adjustment'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(adjustment, dec("100"), "the inserted balance, though most of it is in the slots by commit");
+    assert_eq!(balance(&mut client, "raw"), dec("100"));
+    assert_ledger_invariant(&mut client);
+}
+
+#[test]
+fn inserted_slots_must_be_exactly_the_accounts_slots_at_commit() {
+    let db = fresh_database("guard_inserted_slots");
+    let mut client = connect(&db);
+    client.batch_execute("SELECT credits.create_account('h', 100); SELECT credits.set_slots('h', 2);").unwrap();
+    for sql in [
+        // One slot too many, a slot of an account that has none, a hot account without its slots.
+        "INSERT INTO credits.account_slots VALUES ('h', 2, 10)",
+        "INSERT INTO credits.account_slots VALUES ('nobody', 0, 10)",
+        "INSERT INTO credits.accounts (account, balance, slots) VALUES ('hot-raw', 5, 3)",
+    ] {
+        let error = db_error(client.execute(sql, &[]));
+        assert_eq!(error.code().code(), "PT403", "{sql}");
+        assert_eq!(payload(&error)["name"], "ForbiddenWriteError");
+    }
+    // What a restore does: an account row with slots, and its slots, in one transaction.
+    client
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO credits.account_slots VALUES ('restored', 0, 30), ('restored', 1, 30);
+             INSERT INTO credits.accounts (account, balance, slots) VALUES ('restored', 1, 2);
+             COMMIT;",
+        )
+        .unwrap();
+    assert_eq!(balance(&mut client, "restored"), dec("61"));
+    let adjusted: rust_decimal::Decimal = client
+        .query_one("SELECT sum(amount) FROM credits.ledger WHERE account = 'restored'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(adjusted, dec("61"), "with no ledger restored, the whole balance is one adjustment");
+    client.query_one("SELECT credits.charge('restored', 50)", &[]).unwrap();
+    assert_eq!(balance(&mut client, "restored"), dec("11"));
+    assert_ledger_invariant(&mut client);
+}
