@@ -58,12 +58,14 @@ install_system_packages() {
     apt_install "${missing[@]}"
 }
 
-# What the HTTP examples need: Node.js with npm, and a Python venv with psycopg 3.
+# What the HTTP examples and the pooler tests need: Node.js with npm, a Python venv with
+# psycopg 3, and PgBouncer.
 install_example_tools() {
     local missing=()
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
     python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+    command -v pgbouncer >/dev/null || missing+=(pgbouncer)
     apt_install "${missing[@]}"
     [ -x "$ROOT/target/venv/bin/python" ] || python3 -m venv "$ROOT/target/venv"
     "$ROOT/target/venv/bin/pip" install -q -r "$ROOT/examples/python/requirements.txt"

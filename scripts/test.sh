@@ -6,7 +6,8 @@
 #      files in tests/regress (pg_regress, SQL in and text out) and the isolation specs in
 #      tests/isolation (pg_isolation_regress: races, step by step),
 #   3. the client-side tests in tests/ (real connections, SQLSTATEs, races),
-#   4. the HTTP examples (Rust, Python, Node.js) driven over loopback.
+#   4. the HTTP examples (Rust, Python, Node.js) driven over loopback, and PgBouncer in
+#      front of the cluster (tests/poolers).
 source "$(dirname "$0")/common.sh"
 install_system_packages
 install_cargo_pgrx
@@ -41,6 +42,6 @@ fi
     cargo test --test crash -- --nocapture)
 cluster_start
 
-say "4/4 HTTP 402 end to end (Rust, Python and Node.js services)"
+say "4/4 HTTP 402 end to end (Rust, Python and Node.js services), and through PgBouncer"
 install_example_tools
-(cd "$ROOT" && "$ROOT/target/venv/bin/pytest" -q tests/http)
+(cd "$ROOT" && "$ROOT/target/venv/bin/pytest" -q tests/http tests/poolers)

@@ -176,3 +176,29 @@ def test_rust_service_retries_serialization_failures():
     assert charges == statuses.count(200), "every 200 is exactly one charge, every 503 none"
     assert balance == str(1000 - charges)
     assert rollbacks_after > rollbacks_before, "the load did produce serialization failures to retry"
+
+
+def test_rust_service_answers_503_when_the_database_is_unreachable():
+    """No connection can be had: every endpoint answers 503 with a JSON body and
+    Retry-After instead of dropping the connection (it used to panic)."""
+    env = {**os.environ, "PGPORT": "1", "LISTEN": "127.0.0.1:8406"}
+    process = subprocess.Popen(SERVICES["rust"][0], cwd=ROOT, env=env)
+    base = "http://127.0.0.1:8406"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, headers, body = call(base, "POST", "/v1/search", headers={"X-Account": "a"})
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "the Rust service did not start"
+                time.sleep(0.2)
+        for method, path, payload in [("POST", "/v1/search", None), ("POST", "/v1/accounts/a/recharge", {"amount": "1"}),
+                                      ("GET", "/v1/accounts/a/balance", None)]:
+            status, headers, body = call(base, method, path, payload, {"X-Account": "a"})
+            assert (status, headers["Retry-After"], body["error_code"], body["error_name"]) == \
+                (503, "1", 503, "DatabaseUnavailableError"), path
+        assert process.poll() is None, "still serving"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -65,6 +65,14 @@ pub fn busy() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], Json(body)).into_response()
 }
 
+/// No connection to the database could be had (it is down, restarting, or unreachable):
+/// the request did nothing and may be retried.
+pub fn unavailable() -> Response {
+    let body = json!({"error_code": 503, "error_name": "DatabaseUnavailableError",
+                      "message": "the database cannot be reached, retry shortly"});
+    (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], Json(body)).into_response()
+}
+
 fn internal_error() -> Response {
     let body = json!({"error_code": 500, "error_name": "InternalError", "message": "internal error"});
     (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()

@@ -47,9 +47,10 @@ async fn search(State(pool): State<Pool>, headers: HeaderMap) -> Response {
             .into_response();
     };
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Ok(mut client) = pool.get().await else { return errors::unavailable() };
     let mut attempt = 1;
     loop {
-        match metered_search(&pool, &account, key.as_deref()).await {
+        match metered_search(&mut client, &account, key.as_deref()).await {
             Ok((balance, hits)) => {
                 return ([("x-credits-balance", balance.clone())], Json(json!({"hits": hits, "balance": balance})))
                     .into_response()
@@ -73,8 +74,11 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(2 * attempt as u64) + Duration::from_nanos(jitter as u64)
 }
 
-async fn metered_search(pool: &Pool, account: &str, key: Option<&str>) -> Result<(String, i64), tokio_postgres::Error> {
-    let mut client = pool.get().await.expect("a pooled connection");
+async fn metered_search(
+    client: &mut deadpool_postgres::Client,
+    account: &str,
+    key: Option<&str>,
+) -> Result<(String, i64), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let balance: String = tx
         .query_one(
@@ -95,7 +99,7 @@ async fn recharge(State(pool): State<Pool>, Path(account): Path<String>, Json(bo
         Value::Number(n) => n.to_string(),
         _ => return (StatusCode::BAD_REQUEST, Json(json!({"error_code": 400, "message": "amount required"}))).into_response(),
     };
-    let client = pool.get().await.expect("a pooled connection");
+    let Ok(client) = pool.get().await else { return errors::unavailable() };
     match client
         .query_one("SELECT credits.recharge($1, $2::text::numeric, 'POST recharge')::text", &[&account, &amount])
         .await
@@ -109,7 +113,7 @@ async fn recharge(State(pool): State<Pool>, Path(account): Path<String>, Json(bo
 }
 
 async fn balance(State(pool): State<Pool>, Path(account): Path<String>) -> Response {
-    let client = pool.get().await.expect("a pooled connection");
+    let Ok(client) = pool.get().await else { return errors::unavailable() };
     match client.query_one("SELECT credits.balance($1)::text", &[&account]).await {
         Ok(row) => {
             let balance: String = row.get(0);
