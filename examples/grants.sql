@@ -13,10 +13,13 @@ TO app_role;
 GRANT EXECUTE ON FUNCTION
     credits.recharge(text, numeric, text, text, jsonb),
     credits.create_account(text, numeric, numeric, numeric, jsonb),
+    credits.set_limits(text, numeric),
     credits.set_limits(text, numeric, numeric),
     credits.set_metadata(text, jsonb),
     credits.set_slots(text, integer),
     credits.balance(text),
     credits.can_afford(text, numeric)
 TO billing_role;
-GRANT SELECT ON credits.accounts, credits.ledger TO billing_role;
+GRANT SELECT ON credits.accounts, credits.ledger, credits.events TO billing_role;
+-- An alert consumer that prunes what it has processed also needs:
+-- GRANT DELETE ON credits.events TO billing_role;

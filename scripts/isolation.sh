@@ -7,7 +7,7 @@ out="$ROOT/target/isolation"
 mkdir -p "$out"
 psql -q -d postgres -c "DROP DATABASE IF EXISTS credits_isolation WITH (FORCE)" -c "CREATE DATABASE credits_isolation"
 status=0
-"$PG_ISOLATION/pg_isolation_regress" --use-existing --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
+"$PG_ISOLATION/pg_isolation_regress" --use-existing --bindir="$PG_BIN" --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
     --dbname=credits_isolation --inputdir="$ROOT/tests/isolation" --outputdir="$out" \
     --schedule="$ROOT/tests/isolation/schedule" || status=$?
 if [ "${1:-}" = "--accept" ]; then

@@ -9,7 +9,7 @@ tests=$(cd "$ROOT/tests/regress/sql" && ls *.sql | sed 's/\.sql$//')
 status=0
 psql -q -d postgres -c "DROP DATABASE IF EXISTS credits_regress WITH (FORCE)" -c "CREATE DATABASE credits_regress"
 # shellcheck disable=SC2086
-"$PG_REGRESS" --use-existing --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
+"$PG_REGRESS" --use-existing --bindir="$PG_BIN" --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
     --dbname=credits_regress --inputdir="$ROOT/tests/regress" --outputdir="$out" $tests || status=$?
 if [ "${1:-}" = "--accept" ]; then
     for t in $tests; do cp "$out/results/$t.out" "$ROOT/tests/regress/expected/$t.out"; done

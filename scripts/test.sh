@@ -12,12 +12,12 @@ source "$(dirname "$0")/common.sh"
 install_system_packages
 install_cargo_pgrx
 
-say "1/4 in-backend tests (cargo pgrx test)"
+say "1/4 in-backend tests (cargo pgrx test, PostgreSQL $PG_MAJOR)"
 runas=()
 if [ "$(id -u)" = 0 ]; then
-    runas=(--runas postgres --pgdata "$(cluster_scratch)/pgrx-tests")
+    runas=(--runas postgres --pgdata "$(cluster_scratch)/pgrx-tests-$PG_MAJOR")
 fi
-(cd "$ROOT" && USER=${USER:-$(id -un)} cargo pgrx test pg15 "${runas[@]}")
+(cd "$ROOT" && USER=${USER:-$(id -un)} cargo pgrx test "pg$PG_MAJOR" "${CARGO_FEATURES[@]}" "${runas[@]}")
 
 # cargo pgrx test installed its test build: replace it with the release build, and
 # restart the cluster so no backend keeps an old library loaded.

@@ -53,7 +53,7 @@ SQL
 for released in "$ROOT"/sql/released/*.sql; do
     old=$(basename "$released" .sql)
     [ "$old" = "$version" ] && continue
-    stage="$ROOT/target/upgrade/$old"
+    stage="$ROOT/target/upgrade/pg$PG_MAJOR/$old"
     if [ ! -f "$stage/pg_credits.so" ]; then
         commit=$(git -C "$ROOT" log --diff-filter=A --format=%H -- "sql/released/$old.sql" | tail -n 1)
         [ -n "$commit" ] || { echo "upgrade-test: no commit froze $old (is this a shallow clone?)" >&2; exit 1; }
@@ -61,10 +61,16 @@ for released in "$ROOT"/sql/released/*.sql; do
         rm -rf "$stage"
         mkdir -p "$stage"
         git -C "$ROOT" worktree add --force --detach "$stage/src" "$commit" >/dev/null
+        # A release that knew only PostgreSQL 15 gets the features of the others (its
+        # code builds on each unchanged).
+        for major in 16 17 18; do
+            grep -q "^pg$major = " "$stage/src/Cargo.toml" ||
+                sed -i "/^pg15 = /a pg$major = [\"pgrx/pg$major\", \"pgrx-tests/pg$major\"]" "$stage/src/Cargo.toml"
+        done
         # A target directory of its own: built into the main one, the old library would
         # overwrite the current one's file while cargo still believed the latter fresh.
         (cd "$stage/src" && CARGO_TARGET_DIR="$ROOT/target/upgrade/build" \
-            cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$stage/package" >/dev/null)
+            cargo pgrx package --pg-config "$PG_CONFIG" "${CARGO_FEATURES[@]}" --out-dir "$stage/package" >/dev/null)
         cp "$stage/package$libdir/pg_credits.so" "$stage/pg_credits.so"
         cp "$stage/package$sharedir/extension/pg_credits--$old.sql" "$stage/"
         git -C "$ROOT" worktree remove --force "$stage/src"

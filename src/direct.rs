@@ -34,6 +34,7 @@
 //! - SERIALIZABLE's read and write tracking happens inside the access methods used here.
 //! - A read-only transaction (or a standby) is left to the SQL path, which refuses it.
 
+use crate::compat;
 use crate::input::canonical;
 use crate::ledger::Entry;
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -288,7 +289,7 @@ impl Catalog {
             relations,
             ledger_key_index: find(c"ledger_idempotency_key"),
             ledger_history_index: find(c"ledger_account_created_at"),
-            ledger_ids: pg_sys::getIdentitySequence(relations[2], 1, true),
+            ledger_ids: compat::identity_sequence(relations[2], 1),
             domains: DOMAINS.map(domain),
         };
         let complete = schema != pg_sys::InvalidOid
@@ -571,12 +572,11 @@ impl Table {
     ) -> Update {
         let mut failure = pg_sys::TM_FailureData::default();
         let mut lock_mode = pg_sys::LockTupleMode::LockTupleNoKeyExclusive;
-        let result = pg_sys::heap_update(
+        let (result, needs_index_entry) = compat::heap_update(
             self.heap,
             version,
             new_row,
             pg_sys::GetCurrentCommandId(true),
-            std::ptr::null_mut(),
             wait,
             &mut failure,
             &mut lock_mode,
@@ -586,7 +586,7 @@ impl Table {
             pg_sys::TM_Result::TM_BeingModified => return Update::Busy,
             _ => return Update::Lost,
         }
-        if !pg_sys::HeapTupleHeaderIsHeapOnly((*new_row).t_data) {
+        if needs_index_entry {
             // Not a HOT update: the new version needs its own index entry.
             self.index(key, new_row, true);
         }
@@ -631,7 +631,7 @@ unsafe fn scan(
     columns: usize,
     mut each: impl FnMut(&mut [Datum], &mut [bool], pg_sys::ItemPointerData) -> bool,
 ) {
-    let scan = pg_sys::index_beginscan(heap, index, snapshot, keys.len() as i32, 0);
+    let scan = compat::index_beginscan(heap, index, snapshot, keys.len() as i32);
     pg_sys::index_rescan(scan, keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
     let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
     while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
@@ -712,8 +712,8 @@ impl Catalog {
         if desc.natts as usize != columns.len() || desc.constr.as_ref().is_some_and(|c| c.num_check > 0) {
             return false;
         }
-        let attributes = desc.attrs.as_slice(columns.len());
-        let same_columns = attributes.iter().zip(columns).all(|(attribute, column)| {
+        let same_columns = columns.iter().enumerate().all(|(index, column)| {
+            let attribute = compat::attribute((*relation).rd_att, index);
             let of = match column.of {
                 Type::Builtin(oid) => oid,
                 Type::Domain(index) => self.domains[index],

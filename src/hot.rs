@@ -400,7 +400,7 @@ fn alert_if_crossed(client: &SpiClient<'_>, entry: &Entry<'_>, balance: &AnyNume
 /// it: the one it took from, so that it never waits on itself, or else one spread over
 /// the slots across transactions.
 fn slot_for(account: &str, slots: i32) -> (i32, bool) {
-    let local_xid = local_xid();
+    let local_xid = crate::compat::local_transaction_id();
     let taken = HOT_ACCOUNTS.with_borrow(|hot| hot.get(account).and_then(|known| known.taken));
     match taken {
         Some((xid, slot)) if xid == local_xid && slot < slots => (slot, true),
@@ -416,7 +416,7 @@ fn slot_for(account: &str, slots: i32) -> (i32, bool) {
 /// Records the slot the current transaction took from (the account is known: `apply`
 /// remembered it).
 fn remember_slot(account: &str, slot: i32) {
-    let local_xid = local_xid();
+    let local_xid = crate::compat::local_transaction_id();
     HOT_ACCOUNTS.with_borrow_mut(|hot| {
         if let Some(known) = hot.get_mut(account) {
             known.taken = Some((local_xid, slot));
@@ -424,10 +424,6 @@ fn remember_slot(account: &str, slot: i32) {
     });
 }
 
-fn local_xid() -> u32 {
-    // SAFETY: MyProc is set for every backend before it runs queries.
-    unsafe { (*pg_sys::MyProc).lxid }
-}
 
 /// What a gathering moved to the account row: the row's balance after, and the slots
 /// it holds (emptied).

@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 
 mod accounts;
 mod batch;
+mod compat;
 mod direct;
 mod error;
 mod guard;

@@ -14,7 +14,7 @@
 //! marker lives in backend memory, so no SQL (no setting, no column) can fake it.
 
 use pgrx::datum::{DatumWithOid, FromDatum, IntoDatum};
-use pgrx::pg_sys::{self, BuiltinOid, PgOid};
+use pgrx::pg_sys::{BuiltinOid, PgOid};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
 use std::cell::RefCell;
@@ -82,28 +82,11 @@ impl Statement {
         client: &SpiClient<'conn>,
         args: &[DatumWithOid<'_>],
     ) -> SpiTupleTable<'conn> {
-        with_pinned_search_path(|| {
+        crate::compat::with_pinned_search_path(|| {
             let plan = self.plan(client).expect("the extension's SQL prepares");
             client.select(plan, None, args).expect("the extension's SQL runs")
         })
     }
-}
-
-/// Runs `f` with `pg_catalog` as the only schema searched. When `f` fails with an SQL
-/// error the entry is not popped here: PostgreSQL drops it when the (sub)transaction
-/// aborts, as it does for its own override paths.
-fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
-    let mut path = pg_sys::OverrideSearchPath {
-        schemas: std::ptr::null_mut(),
-        addCatalog: true,
-        addTemp: false,
-        generation: 0,
-    };
-    // SAFETY: PushOverrideSearchPath copies what it needs into TopMemoryContext.
-    unsafe { pg_sys::PushOverrideSearchPath(&mut path) };
-    let result = f();
-    unsafe { pg_sys::PopOverrideSearchPath() };
-    result
 }
 
 /// While alive, writes to these accounts come from the extension itself; dropped on

@@ -76,7 +76,7 @@ def bouncer():
     with psycopg.connect(dbname=DATABASE, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pg_credits")
         conn.execute("SELECT credits.create_account('pooled', 5, low_balance_threshold => 3)")
-    with pgbouncer("transaction", 28817) as port:
+    with pgbouncer("transaction", 28897) as port:
         yield port
 
 
@@ -130,7 +130,7 @@ def test_listen_does_not_work_but_the_events_table_does(bouncer):
 
 
 def test_statement_mode_refuses_multi_statement_transactions(bouncer):
-    with pgbouncer("statement", 28818) as port, through(port, prepare_threshold=None) as conn:
+    with pgbouncer("statement", 28898) as port, through(port, prepare_threshold=None) as conn:
         assert conn.execute("SELECT credits.balance('pooled')").fetchone()[0] is not None
         with pytest.raises(psycopg.Error, match="transaction blocks not allowed"):
             with conn.transaction():

@@ -17,16 +17,28 @@ pub fn config(database: &str) -> Config {
     config
 }
 
-/// How every test database is made: with a linguistic ICU collation as its default, the
-/// kind users' databases have, so nothing passes only because text compares byte by byte.
-pub const CREATE_DATABASE_OPTIONS: &str = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'";
+/// How every test database is made: with a linguistic collation as its default, the kind
+/// users' databases have, so nothing passes only because text compares byte by byte. ICU
+/// en-US where the server has ICU (Debian's 15); the relocatable 16-18 builds have none,
+/// and get glibc's en_US.UTF-8 (which the scripts generate), linguistic all the same.
+const CREATE_DATABASE_OPTIONS: &str = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'";
+const CREATE_DATABASE_WITHOUT_ICU: &str = "TEMPLATE template0 LOCALE_PROVIDER libc LOCALE 'en_US.UTF-8'";
+
+/// `CREATE DATABASE name` with a linguistic default collation (see CREATE_DATABASE_OPTIONS).
+pub fn create_database(admin: &mut Client, name: &str) {
+    if let Err(error) = admin.batch_execute(&format!("CREATE DATABASE {name} {CREATE_DATABASE_OPTIONS}")) {
+        let no_icu = error.as_db_error().is_some_and(|e| e.code().code() == "0A000");
+        assert!(no_icu, "CREATE DATABASE {name}: {error}");
+        admin.batch_execute(&format!("CREATE DATABASE {name} {CREATE_DATABASE_WITHOUT_ICU}")).unwrap();
+    }
+}
 
 /// A database of its own for one test, with pg_credits installed; returns its name.
 pub fn fresh_database(test: &str) -> String {
     let name = format!("t_{test}");
     let mut admin = config("postgres").connect(NoTls).expect("the test cluster is running");
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name} {CREATE_DATABASE_OPTIONS}")).unwrap();
+    create_database(&mut admin, &name);
     connect(&name).batch_execute("CREATE EXTENSION pg_credits").unwrap();
     name
 }

@@ -70,7 +70,7 @@ fn dump_and_restore_keep_balances_and_ledger() {
         let target = "t_backup_target";
         let mut admin = connect("postgres");
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS {target} WITH (FORCE)")).unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {target} {CREATE_DATABASE_OPTIONS}")).unwrap();
+        create_database(&mut admin, target);
         let status = match restore {
             "psql -1" => pg_tool("psql").args(["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-d", target, "-f"]).arg(&dump).status(),
             _ => pg_tool("pg_restore").args(["--single-transaction", "--exit-on-error", "-d", target]).arg(&dump).status(),
