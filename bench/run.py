@@ -29,6 +29,10 @@ def psql(sql, db=DB):
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
+def server_version():
+    return psql("SHOW server_version", "postgres").split()[0]
+
+
 def reset_database():
     psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
     psql(f"CREATE DATABASE {DB}", "postgres")
@@ -252,7 +256,7 @@ def write_reports(results, charges, before, after, minutes):
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
     lines = [
         "# Benchmarks", "",
-        f"`bench/run.sh{' --quick' if QUICK else ''}` on {machine}; PostgreSQL 15, "
+        f"`bench/run.sh{' --quick' if QUICK else ''}` on {machine}; PostgreSQL {server_version()}, "
         f"{SECONDS} s per row, the charge rows pick one of 10,000 accounts at random.",
         "Every row runs with `pgbench -M prepared`: each statement is parsed and planned once per",
         "connection, so the baselines (the PL/pgSQL function, the client's two statements, the bare",

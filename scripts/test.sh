@@ -9,6 +9,9 @@
 #   4. the HTTP examples (Rust, Python, Node.js) driven over loopback, and PgBouncer in
 #      front of the cluster (tests/poolers).
 source "$(dirname "$0")/common.sh"
+# The tests need the release build's behaviour, not its last percent of speed: a release
+# profile that builds in a fraction of the time (bench/run.sh builds the real one).
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 install_system_packages
 install_cargo_pgrx
 

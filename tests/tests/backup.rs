@@ -18,7 +18,7 @@ fn snapshot(database: &str) -> Vec<String> {
         .query(
             "SELECT c.oid::regclass::text FROM pg_extension e, unnest(e.extconfig) t(oid)
                JOIN pg_class c ON c.oid = t.oid
-              WHERE e.extname = 'pg_credits' AND c.relkind = 'r' ORDER BY 1",
+              WHERE e.extname = 'pg_credits' AND c.relkind = 'r' ORDER BY c.oid::regclass::text COLLATE \"C\"",
             &[],
         )
         .unwrap()
