@@ -5,8 +5,10 @@ bench/run.sh, which starts the cluster; standard library only.
 
     bench/run.sh            # full suite (under 15 minutes on 2 cores; BENCHMARKS.md says how long)
     bench/run.sh --quick    # the same rows, shorter, no 10M-row ledger (under 3 minutes)
+    bench/run.sh --versions # only the rows of the per-version table, for PG_CREDITS_PG's version
 """
 import csv
+import json
 import os
 import platform
 import re
@@ -19,6 +21,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 QUICK = "--quick" in sys.argv
+VERSIONS = "--versions" in sys.argv
+# The per-version figures, one run each, kept between runs (each version is run on its own).
+VERSION_FIGURES = HERE / "versions.json"
 SECONDS = 3 if QUICK else 15
 DB = "credits_bench"
 PGBENCH = os.path.join(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"), "pgbench")
@@ -129,7 +134,86 @@ ROWS = [
 ]
 
 
+# The headline ratios compared across PostgreSQL versions: (what, mode, row, over row or
+# None for charges per second).
+HEADLINES = [
+    ("charge ÷ PL/pgSQL TPS, 8 clients, sync off", "sync off", "credits.charge, 8 clients",
+     "baseline: PL/pgSQL function, 8 clients"),
+    ("charge ÷ UPDATE + INSERT in one statement, 8 clients, sync off", "sync off", "credits.charge, 8 clients",
+     "floor with the ledger entry: UPDATE + INSERT in one statement, 8 clients"),
+    ("hot account, 32 slots ÷ plain TPS, 32 clients, durable", "durable", "hot account (32 slots), 32 clients",
+     "hot account (plain), 32 clients"),
+    ("charge_many charges/s, batches of 10,000, durable", "durable", "charge_many, batches of 10,000, 1 client", None),
+]
+
+
+def measure(names_by_mode):
+    """Runs the named rows of each mode (interleaved, ROUNDS rounds) on a fresh database."""
+    scripts = {name: (script, clients) for name, script, clients, _ in ROWS}
+    results = []
+    for mode, names in names_by_mode.items():
+        reset_database()
+        runs = {}
+        for _ in range(ROUNDS):
+            for name in names:
+                script, clients = scripts[name]
+                runs.setdefault(name, []).append(pgbench(script, clients, mode == "durable", max(1, SECONDS // ROUNDS)))
+        for name in names:
+            tps, p50, p99, wal = pooled(runs[name])
+            results.append({"mode": mode, "row": name, "tps": tps, "p50_ms": p50, "p99_ms": p99, "wal_bytes_per_tx": wal})
+            script = scripts[name][0]
+            if script.startswith("batch_"):
+                results[-1]["charges_per_s"] = tps * int(script.split("_")[1].split(".")[0])
+    return results
+
+
+def headline_figures(results):
+    figures = {}
+    for what, mode, row, over in HEADLINES:
+        figures[what] = (rows_ratio(results, mode, row, over) if over
+                         else find_row(results, mode, row)["charges_per_s"])
+    return figures
+
+
+def versions_section():
+    """The per-version table, from every version's last `--versions` run."""
+    if not VERSION_FIGURES.exists():
+        return []
+    versions = json.loads(VERSION_FIGURES.read_text())
+    base = next((figures for version, figures in versions.items() if version.startswith("15")), None)
+    lines = ["", "## PostgreSQL versions", "",
+             "`PG_CREDITS_PG=NN bench/run.sh --versions`: the headline rows only, one run per version, "
+             f"{SECONDS} s per row in {ROUNDS} interleaved rounds. Target: every figure within 10% of 15's.", "",
+             "| version | " + " | ".join(what for what, *_ in HEADLINES) + " | within 10% of 15 |",
+             "|---|" + "---:|" * len(HEADLINES) + "---|"]
+    for version, figures in sorted(versions.items(), key=lambda item: [int(p) for p in item[0].split(".")]):
+        cells = [f"{figures[what]:,.0f}" if what.startswith("charge_many") else f"{figures[what]:.2f}"
+                 for what, *_ in HEADLINES]
+        close = base and all(abs(figures[what] / base[what] - 1) <= 0.10 for what, *_ in HEADLINES)
+        lines.append(f"| {version} | " + " | ".join(cells) + f" | {'yes' if close else '**no**'} |")
+    return lines
+
+
+def record_version():
+    """`--versions`: measures the headline rows on this server and rewrites the table."""
+    names_by_mode = {}
+    for _, mode, row, over in HEADLINES:
+        names = names_by_mode.setdefault(mode, [])
+        names.extend(name for name in (row, over) if name and name not in names)
+    figures = headline_figures(measure(names_by_mode))
+    versions = json.loads(VERSION_FIGURES.read_text()) if VERSION_FIGURES.exists() else {}
+    versions[server_version()] = figures
+    VERSION_FIGURES.write_text(json.dumps(versions, indent=2, ensure_ascii=False) + "\n")
+    report = HERE.parent / "BENCHMARKS.md"
+    kept = report.read_text().split("\n## PostgreSQL versions\n")[0].rstrip("\n").split("\n")
+    report.write_text("\n".join(kept + versions_section()) + "\n")
+    print("\n".join(versions_section()))
+
+
 def main():
+    if VERSIONS:
+        record_version()
+        return
     started = time.monotonic()
     reset_database()
     results = []
@@ -279,7 +363,8 @@ def write_reports(results, charges, before, after, minutes):
     lines += [f"| {name} | {value} | {'yes' if met else '**no**'} |" for name, value, met in targets(results)]
     lines += gap_to_the_floor(results)
     lines += ["", f"Backend private memory (RssAnon): {before:.1f} MiB before and {after:.1f} MiB after "
-              f"{charges:,} charges in one session.", ""]
+              f"{charges:,} charges in one session."]
+    lines += versions_section() + [""]
     (HERE.parent / "BENCHMARKS.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
