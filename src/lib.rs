@@ -14,6 +14,7 @@ use pgrx::prelude::*;
 mod accounts;
 mod batch;
 mod compat;
+mod decide;
 mod direct;
 mod error;
 mod guard;
