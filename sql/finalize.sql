@@ -18,7 +18,8 @@ CREATE TRIGGER guard_update
 CREATE CONSTRAINT TRIGGER reconcile_inserted_account
     AFTER INSERT ON @extschema@.accounts
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW WHEN (NEW.balance OPERATOR(pg_catalog.<>) 0 OR NEW.slots OPERATOR(pg_catalog.<>) 0)
+    FOR EACH ROW WHEN (NEW.balance OPERATOR(pg_catalog.<>) 0 OR NEW.slots OPERATOR(pg_catalog.<>) 0
+                       OR NEW.held OPERATOR(pg_catalog.<>) 0 OR NEW.has_grants)
     EXECUTE FUNCTION @extschema@.reconcile_inserted_account();
 
 CREATE TRIGGER refuse_delete_with_balance
@@ -64,6 +65,64 @@ CREATE TRIGGER append_only
     BEFORE UPDATE ON @extschema@.events
     FOR EACH ROW EXECUTE FUNCTION @extschema@.refuse_write();
 
+-- Grants and holds change only through pg_credits, like slots: a direct INSERT (a
+-- restore) is reconciled at commit, anything else refused.
+CREATE TRIGGER refuse_direct_write
+    AFTER UPDATE OR DELETE ON @extschema@.account_grants
+    FOR EACH ROW WHEN (@extschema@.is_direct_write(OLD.account))
+    EXECUTE FUNCTION @extschema@.refuse_write();
+
+CREATE CONSTRAINT TRIGGER reconcile_inserted_grant
+    AFTER INSERT ON @extschema@.account_grants
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (@extschema@.is_direct_write(NEW.account))
+    EXECUTE FUNCTION @extschema@.reconcile_inserted_account();
+
+CREATE TRIGGER refuse_truncate
+    BEFORE TRUNCATE ON @extschema@.account_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.refuse_write();
+
+CREATE TRIGGER refuse_direct_write
+    AFTER UPDATE OR DELETE ON @extschema@.holds
+    FOR EACH ROW WHEN (@extschema@.is_direct_write(OLD.account))
+    EXECUTE FUNCTION @extschema@.refuse_write();
+
+CREATE CONSTRAINT TRIGGER reconcile_inserted_hold
+    AFTER INSERT ON @extschema@.holds
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (@extschema@.is_direct_write(NEW.account))
+    EXECUTE FUNCTION @extschema@.reconcile_inserted_account();
+
+CREATE TRIGGER refuse_truncate
+    BEFORE TRUNCATE ON @extschema@.holds
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.refuse_write();
+
+-- Each grant as its owner sees it: what it has left now (0 once expired, whether or not
+-- its expiry entry was written yet) and where it stands.
+CREATE VIEW @extschema@.grants AS
+SELECT g.account, g.grant_id, g.amount,
+       CASE WHEN g.closed IS NULL AND g.expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
+            THEN g.remaining ELSE 0 END AS remaining,
+       g.held, g.category::pg_catalog.text AS category, g.priority::integer AS priority, g.effective_at,
+       CASE WHEN g.expires_at OPERATOR(pg_catalog.<>) 'infinity' THEN g.expires_at END AS expires_at,
+       CASE WHEN g.closed IS NOT NULL THEN g.closed
+            WHEN g.expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() THEN 'expired'
+            WHEN g.effective_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() THEN 'pending'
+            WHEN g.remaining OPERATOR(pg_catalog.=) 0 AND g.held OPERATOR(pg_catalog.=) 0 THEN 'depleted'
+            ELSE 'active' END AS status,
+       g.closed_at, g.created_at, g.reason, g.metadata
+  FROM @extschema@.account_grants g
+ WHERE g.grant_id OPERATOR(pg_catalog.<>) 0;
+
+-- The holds that count now: active and not past their expiry.
+CREATE VIEW @extschema@.active_holds AS
+SELECT h.account, h.hold_id, h.amount, h.captured,
+       (SELECT coalesce(pg_catalog.sum(p), 0) FROM pg_catalog.unnest(h.parts) AS p) AS remaining,
+       CASE WHEN h.expires_at OPERATOR(pg_catalog.<>) 'infinity' THEN h.expires_at END AS expires_at,
+       h.created_at, h.reason, h.metadata
+  FROM @extschema@.holds h
+ WHERE h.status OPERATOR(pg_catalog.=) 'active' AND h.expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp();
+
 -- Trigger functions write the ledger for whoever made the direct write, so they run as
 -- the extension's owner, with a pinned search_path like every other function.
 ALTER FUNCTION @extschema@.guard_accounts() SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp;
@@ -78,6 +137,10 @@ SELECT pg_catalog.pg_extension_config_dump('credits.ledger_id_seq'::pg_catalog.r
 SELECT pg_catalog.pg_extension_config_dump('credits.account_slots'::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('credits.events'::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('credits.events_id_seq'::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('credits.account_grants'::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('credits.account_grants_grant_id_seq'::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('credits.holds'::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('credits.holds_hold_id_seq'::pg_catalog.regclass, '');
 
 -- Nothing is usable until granted: see "Roles and grants" in the README.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;

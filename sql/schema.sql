@@ -29,7 +29,8 @@ CREATE DOMAIN @extschema@.slot_amount AS numeric
 
 CREATE DOMAIN @extschema@.entry_kind AS text
     CONSTRAINT entry_kind_known CHECK (
-        VALUE OPERATOR(pg_catalog.=) ANY (ARRAY['charge', 'recharge', 'adjustment', 'opening']));
+        VALUE OPERATOR(pg_catalog.=) ANY (ARRAY['charge', 'recharge', 'adjustment', 'opening',
+                                                'grant', 'void', 'hold', 'capture', 'release', 'expiry']));
 
 CREATE DOMAIN @extschema@.json_object AS jsonb
     CONSTRAINT json_object_is_object CHECK (
@@ -44,12 +45,15 @@ CREATE TABLE @extschema@.accounts (
     created_at            timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at            timestamptz NOT NULL DEFAULT pg_catalog.now(),
     slots                 integer     NOT NULL DEFAULT 0,
+    held                  @extschema@.amount NOT NULL DEFAULT 0,
+    has_grants            boolean     NOT NULL DEFAULT false,
     CONSTRAINT accounts_pkey PRIMARY KEY (account)
 );
 
 COMMENT ON TABLE @extschema@.accounts IS
     'Prepaid credit accounts. balance never goes below min_balance; every change of balance has a ledger entry. '
-    'For a hot account (slots > 0), balance is the part not spread over credits.account_slots: use credits.balance().';
+    'For a hot account (slots > 0), balance is the part not spread over credits.account_slots: use credits.balance(). '
+    'held is what active holds reserve; with has_grants the money is in credits.account_grants.';
 
 CREATE TABLE @extschema@.ledger (
     id              bigint      GENERATED ALWAYS AS IDENTITY,
@@ -62,6 +66,10 @@ CREATE TABLE @extschema@.ledger (
     metadata        @extschema@.json_object,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     txid            xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    grant_id        bigint,
+    hold_id         bigint,
+    held_amount     @extschema@.amount,
+    outcome         jsonb,
     CONSTRAINT ledger_pkey PRIMARY KEY (account, id)
 );
 
@@ -75,7 +83,9 @@ CREATE INDEX ledger_account_created_at ON @extschema@.ledger (account, created_a
 
 COMMENT ON TABLE @extschema@.ledger IS
     'Append-only journal: one signed entry per balance change; for every account, balance = sum(amount). '
-    'balance_after is NULL for entries a hot account took from one of its slots.';
+    'balance_after is NULL for entries a hot account took from one of its slots. '
+    'grant_id: the grant an entry moved (0: the own balance; NULL before grants); for every account held = sum(held_amount). '
+    'outcome: the result a keyed operation of several entries replays, on its first entry.';
 
 -- The sub-balances of a hot account: charges spread over them so that parallel charges
 -- do not queue on one row lock. Together with accounts.balance they make the balance.
@@ -108,3 +118,74 @@ CREATE INDEX events_in_commit_order ON @extschema@.events (txid, id);
 COMMENT ON TABLE @extschema@.events IS
     'Append-only outbox of alerts (kind low_balance), one row per alert, in the transaction that raised it. '
     'Read committed events in (txid, id) order, below pg_snapshot_xmin(pg_current_snapshot()).';
+
+-- Holds and grants (0.3.0). A grant is a pool of credit with its own priority, category
+-- and validity; the account's own balance (what recharges bring) becomes pool 0 here when
+-- the account receives its first grant (accounts.has_grants), so an account that never
+-- does has no row here and pays nothing for the feature. See decide.rs for the rules.
+CREATE DOMAIN @extschema@.grant_category AS text
+    CONSTRAINT grant_category_known CHECK (VALUE OPERATOR(pg_catalog.=) ANY (ARRAY['paid', 'promotional']));
+
+CREATE DOMAIN @extschema@.grant_priority AS integer
+    CONSTRAINT grant_priority_range CHECK (VALUE OPERATOR(pg_catalog.>=) 0 AND VALUE OPERATOR(pg_catalog.<=) 100);
+
+CREATE DOMAIN @extschema@.hold_status AS text
+    CONSTRAINT hold_status_known CHECK (
+        VALUE OPERATOR(pg_catalog.=) ANY (ARRAY['active', 'captured', 'released', 'expired']));
+
+CREATE TABLE @extschema@.account_grants (
+    account      text COLLATE "C"            NOT NULL,
+    grant_id     bigint                      GENERATED ALWAYS AS IDENTITY,
+    amount       @extschema@.amount          NOT NULL,
+    remaining    @extschema@.amount          NOT NULL,
+    held         @extschema@.amount          NOT NULL DEFAULT 0,
+    category     @extschema@.grant_category  NOT NULL,
+    priority     @extschema@.grant_priority  NOT NULL,
+    effective_at timestamptz                 NOT NULL,
+    expires_at   timestamptz                 NOT NULL,
+    closed       text,
+    closed_at    timestamptz,
+    created_at   timestamptz                 NOT NULL DEFAULT pg_catalog.now(),
+    reason       text,
+    metadata     @extschema@.json_object,
+    CONSTRAINT account_grants_pkey PRIMARY KEY (account, grant_id)
+);
+
+COMMENT ON TABLE @extschema@.account_grants IS
+    'Written only by pg_credits: the pools of credit of an account with grants (grant_id 0: its own balance). '
+    'remaining is free to spend, held reserved by holds; closed is expired or voided. Read credits.grants.';
+
+-- A spend reads the open pools with money in burn order and stops when they cover it.
+CREATE INDEX account_grants_burn_order ON @extschema@.account_grants
+    (account, priority, expires_at, (category OPERATOR(pg_catalog.=) 'paid'), effective_at, grant_id)
+    WHERE closed IS NULL AND remaining OPERATOR(pg_catalog.>) 0;
+-- What has expired and what is not in effect yet, without reading the other grants.
+CREATE INDEX account_grants_expiry ON @extschema@.account_grants (account, expires_at) WHERE closed IS NULL;
+CREATE INDEX account_grants_effective ON @extschema@.account_grants (account, effective_at) WHERE closed IS NULL;
+CREATE INDEX account_grants_due ON @extschema@.account_grants (expires_at) WHERE closed IS NULL;
+CREATE INDEX account_grants_id ON @extschema@.account_grants (grant_id);
+
+CREATE TABLE @extschema@.holds (
+    account     text COLLATE "C"          NOT NULL,
+    hold_id     bigint                    GENERATED ALWAYS AS IDENTITY,
+    amount      @extschema@.amount        NOT NULL,
+    captured    @extschema@.amount        NOT NULL DEFAULT 0,
+    released    @extschema@.amount        NOT NULL DEFAULT 0,
+    status      @extschema@.hold_status   NOT NULL DEFAULT 'active',
+    pools       bigint[]                  NOT NULL,
+    parts       numeric[]                 NOT NULL,
+    expires_at  timestamptz               NOT NULL,
+    created_at  timestamptz               NOT NULL DEFAULT pg_catalog.now(),
+    resolved_at timestamptz,
+    reason      text,
+    metadata    @extschema@.json_object,
+    CONSTRAINT holds_pkey PRIMARY KEY (account, hold_id)
+);
+
+COMMENT ON TABLE @extschema@.holds IS
+    'Written only by pg_credits: reservations. parts[i] is what the hold still reserves of pool pools[i] '
+    '(0: the own balance), in burn order. Read credits.active_holds.';
+
+CREATE INDEX holds_id ON @extschema@.holds (hold_id);
+CREATE INDEX holds_expiry ON @extschema@.holds (account, expires_at) WHERE status OPERATOR(pg_catalog.=) 'active';
+CREATE INDEX holds_due ON @extschema@.holds (expires_at) WHERE status OPERATOR(pg_catalog.=) 'active';

@@ -2,9 +2,10 @@
 //!
 //! Every function here touches exactly one account row, found by its primary key.
 
+use crate::decide::Figures;
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::{hot, input};
-use crate::plans::{OwnWrite, Statement, BOOL, JSONB, NUMERIC, TEXT};
+use crate::{hot, input, pools};
+use crate::plans::{OwnWrite, Statement, BOOL, JSONB, NUMERIC, TEXT, TIMESTAMPTZ};
 use pgrx::datum::numeric::Sign;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -75,10 +76,22 @@ pub struct Account {
     pub min_balance: AnyNumeric,
     pub slots: i32,
     pub low_balance_threshold: Option<AnyNumeric>,
+    /// What active holds reserve (expired ones included until their expiry is written).
+    pub held: AnyNumeric,
+    /// The money is in credits.account_grants (see `pools`).
+    pub has_grants: bool,
+}
+
+impl Account {
+    /// The figures a decision starts from, for an account without grants.
+    pub fn figures(&self) -> Figures<AnyNumeric> {
+        Figures { balance: self.balance.clone(), held: self.held.clone(), min_balance: self.min_balance.clone() }
+    }
 }
 
 static LOCK: Statement = Statement {
-    sql: "SELECT balance, min_balance, slots, low_balance_threshold FROM credits.accounts WHERE account = $1 FOR UPDATE",
+    sql: "SELECT balance, min_balance, slots, low_balance_threshold, held, has_grants
+            FROM credits.accounts WHERE account = $1 FOR UPDATE",
     args: &[TEXT],
 };
 
@@ -87,25 +100,33 @@ static SLOTS: Statement = Statement {
     args: &[TEXT],
 };
 
-/// The whole balance of account $1's row, a hot account's slots included, as of the
-/// statement's snapshot, in canonical form (slots carry 18 decimal places after a spread,
-/// and 98 must not read 98.0; a direct write may have stored 98.00).
-macro_rules! whole_balance {
-    () => {
-        "pg_catalog.trim_scale(balance + CASE WHEN slots > 0
-             THEN (SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1)
-             ELSE 0 END)"
-    };
-}
-
-static BALANCE: Statement = Statement {
-    sql: concat!("SELECT ", whole_balance!(), " FROM credits.accounts WHERE account = $1"),
-    args: &[TEXT],
-};
-
-static AFFORDABLE: Statement = Statement {
-    sql: concat!("SELECT ", whole_balance!(), " - $2 >= min_balance FROM credits.accounts WHERE account = $1"),
-    args: &[TEXT, NUMERIC],
+/// The figures of account $1 in effect at $2, as of the statement's snapshot, without
+/// writing anything: the whole balance (a hot account's slots included) less grants not in
+/// effect, what expired grants still have and what lapsed holds held of them; the holds
+/// that have not lapsed; the floor. In canonical form (slots carry 18 decimal places after
+/// a spread, and 98 must not read 98.0). Writers settle the same lapses instead (`pools`).
+static FIGURES_NOW: Statement = Statement {
+    sql: "WITH a AS (SELECT balance, held, min_balance, slots, has_grants FROM credits.accounts WHERE account = $1),
+          lapsed AS (
+              SELECT p.pool, p.part FROM a, credits.holds h, ROWS FROM (pg_catalog.unnest(h.pools), pg_catalog.unnest(h.parts)) AS p(pool, part)
+               WHERE a.held <> 0 AND h.account = $1 AND h.status = 'active' AND h.expires_at <= $2)
+          SELECT pg_catalog.trim_scale(a.balance
+                 + CASE WHEN a.slots > 0
+                        THEN (SELECT coalesce(pg_catalog.sum(available), 0) FROM credits.account_slots WHERE account = $1)
+                        ELSE 0 END
+                 - CASE WHEN a.has_grants THEN
+                        (SELECT coalesce(pg_catalog.sum(g.remaining), 0) FROM credits.account_grants g
+                          WHERE g.account = $1 AND g.closed IS NULL AND g.expires_at <= $2)
+                      + (SELECT coalesce(pg_catalog.sum(g.remaining + g.held), 0) FROM credits.account_grants g
+                          WHERE g.account = $1 AND g.closed IS NULL AND g.effective_at > $2)
+                      + (SELECT coalesce(pg_catalog.sum(l.part), 0) FROM lapsed l
+                           JOIN credits.account_grants g ON g.account = $1 AND g.grant_id = l.pool
+                          WHERE g.closed IS NOT NULL OR g.expires_at <= $2)
+                        ELSE 0 END),
+                 pg_catalog.trim_scale(a.held - (SELECT coalesce(pg_catalog.sum(part), 0) FROM lapsed)),
+                 a.min_balance
+            FROM a",
+    args: &[TEXT, TIMESTAMPTZ],
 };
 
 static OPEN_EMPTY: Statement = Statement {
@@ -157,6 +178,8 @@ pub fn lock(client: &SpiClient<'_>, account: &str) -> Option<Account> {
         min_balance: row.column(2),
         slots: row.column(3),
         low_balance_threshold: row.nullable_column(4),
+        held: row.column(5),
+        has_grants: row.column(6),
     })
 }
 
@@ -166,7 +189,25 @@ pub fn slots(client: &SpiClient<'_>, account: &str) -> Option<i32> {
 }
 
 pub fn balance_of(client: &SpiClient<'_>, account: &str) -> Result<AnyNumeric> {
-    BALANCE.first_value(client, &[account.into()]).ok_or_else(|| not_found(account))
+    figures_now(client, account).map(|figures| figures.balance)
+}
+
+/// The account's figures in effect now (see FIGURES_NOW).
+pub fn figures_now(client: &SpiClient<'_>, account: &str) -> Result<Figures<AnyNumeric>> {
+    let row = FIGURES_NOW
+        .first_row(client, &[account.into(), input::timestamp(input::now()).into()])
+        .ok_or_else(|| not_found(account))?;
+    Ok(Figures { balance: row.column(1), held: row.column(2), min_balance: row.column(3) })
+}
+
+/// What the account can spend now: balance − active holds − floor.
+#[pg_extern(security_definer, stable, parallel_restricted)]
+fn available(account: Option<&str>) -> AnyNumeric {
+    unwrap_or_raise(
+        input::account(account)
+            .and_then(|account| Spi::connect(|client| figures_now(client, account)))
+            .map(|figures| input::canonical(figures.available())),
+    )
 }
 
 /// Opens a missing account with nothing on it; a no-op when it exists.
@@ -219,9 +260,7 @@ fn open(
 fn affordable(account: Option<&str>, cost: Option<AnyNumeric>) -> Result<bool> {
     let account = input::account(account)?;
     let cost = input::amount("cost", cost)?;
-    Spi::connect(|client| {
-        AFFORDABLE.first_value(client, &[account.into(), cost.value.into()]).ok_or_else(|| not_found(account))
-    })
+    Spi::connect(|client| figures_now(client, account)).map(|figures| figures.can_pay(&cost.value))
 }
 
 fn limits(account: Option<&str>, min_balance: Option<AnyNumeric>, threshold: Threshold) -> Result<()> {
@@ -237,14 +276,12 @@ fn limits(account: Option<&str>, min_balance: Option<AnyNumeric>, threshold: Thr
             // The floor applies to the whole balance: gather it first, spread it after.
             current.balance = hot::gather(client, account);
         }
-        if current.balance < min_balance {
-            // The same rule as the guard trigger: no write may leave balance < min_balance.
-            return Err(CreditsError::InsufficientBalance {
-                account: account.to_owned(),
-                balance: current.balance,
-                min_balance,
-                cost: AnyNumeric::from(0),
-            });
+        let (current, figures) = pools::settled(client, account, current, input::now());
+        let figures = Figures { min_balance: min_balance.clone(), ..figures };
+        if !figures.can_pay(&AnyNumeric::from(0)) {
+            // The same rule as the guard trigger: no write may leave less than the floor
+            // after what holds reserve.
+            return Err(CreditsError::insufficient(account, &figures, &AnyNumeric::from(0)));
         }
         let _own = OwnWrite::begin(account);
         SET_LIMITS.first_row(

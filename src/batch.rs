@@ -11,6 +11,7 @@
 //! payload its single `charge` would have raised. With `all_or_nothing => true` the
 //! first failed item is raised instead, with its SQLSTATE, and nothing is charged.
 
+use crate::decide::Figures;
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::ledger::{Applied, Entry, Movement};
 use crate::plans::{OwnWrite, Statement, NUMERIC_ARRAY, TEXT, TEXT_ARRAY};
@@ -88,18 +89,23 @@ struct Running {
     min_balance: AnyNumeric,
     threshold: Option<AnyNumeric>,
     started_at: AnyNumeric,
-    hot: bool,
+    held: AnyNumeric,
+    /// A hot account, or one with grants or holds: its items go through the single
+    /// charge's path, which draws from slots or pools and writes what has lapsed.
+    one_by_one: bool,
 }
 
 static LOCK_ACCOUNTS: Statement = Statement {
     sql: "SELECT account::pg_catalog.text, balance, min_balance, slots, low_balance_threshold,
-                 ctid
+                 ctid, held, has_grants
             FROM credits.accounts WHERE account = ANY ($1) ORDER BY account FOR UPDATE",
     args: &[TEXT_ARRAY],
 };
 
 static FIND_KEYS: Statement = Statement {
-    sql: "SELECT l.account, l.idempotency_key, l.kind::pg_catalog.text, l.amount, l.balance_after
+    sql: "SELECT l.account, l.idempotency_key, l.kind::pg_catalog.text,
+                 coalesce((l.outcome ->> 'amount')::pg_catalog.numeric, l.amount),
+                 coalesce((l.outcome ->> 'balance_after')::pg_catalog.numeric, l.balance_after)
             FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS k(account, key)
             JOIN credits.ledger l ON l.account = k.account AND l.idempotency_key = k.key",
     args: &[TEXT_ARRAY, TEXT_ARRAY],
@@ -228,13 +234,16 @@ fn lock_accounts(client: &SpiClient<'_>, items: &[Item]) -> HashMap<String, Runn
             let account: String = row.get(1).unwrap().expect("account is NOT NULL");
             let balance: AnyNumeric = row.get(2).unwrap().expect("balance is NOT NULL");
             let slots: i32 = row.get(4).unwrap().expect("slots is NOT NULL");
+            let held: AnyNumeric = row.get(7).unwrap().expect("held is NOT NULL");
+            let has_grants: bool = row.get(8).unwrap().expect("has_grants is NOT NULL");
             let running = Running {
                 version: row.get(6).unwrap().expect("every row has a ctid"),
                 started_at: balance.clone(),
                 balance,
                 min_balance: row.get(3).unwrap().expect("min_balance is NOT NULL"),
                 threshold: row.get(5).unwrap(),
-                hot: slots > 0,
+                one_by_one: slots > 0 || has_grants || held != AnyNumeric::from(0),
+                held,
             };
             (account, running)
         })
@@ -274,7 +283,7 @@ fn decide(
     let Some(account) = running.get_mut(&item.account) else {
         return Outcome::Failed(CreditsError::AccountNotFound { account: item.account.clone() });
     };
-    if account.hot {
+    if account.one_by_one {
         return match item.entry(reason).apply(client) {
             Ok(Applied::Moved(balance)) => Outcome::Charged(balance),
             Ok(Applied::Replayed(balance)) => Outcome::Replayed(Some(balance)),
@@ -301,15 +310,15 @@ fn decide(
     if item.cost.is_zero() {
         return Outcome::Charged(account.balance.clone());
     }
-    let after = input::canonical(account.balance.clone() - cost.clone());
-    if after < account.min_balance {
-        return Outcome::Failed(CreditsError::InsufficientBalance {
-            account: item.account.clone(),
-            balance: account.balance.clone(),
-            min_balance: account.min_balance.clone(),
-            cost: cost.clone(),
-        });
+    let figures = Figures {
+        balance: account.balance.clone(),
+        held: account.held.clone(),
+        min_balance: account.min_balance.clone(),
+    };
+    if !figures.can_pay(cost) {
+        return Outcome::Failed(CreditsError::insufficient(&item.account, &figures, cost));
     }
+    let after = input::canonical(account.balance.clone() - cost.clone());
     account.balance = after.clone();
     if let Some(key) = &item.key {
         let charged = Recorded { kind: Movement::Charge.kind().into(), amount: ledger_amount, balance_after: Some(after.clone()) };
@@ -331,7 +340,7 @@ fn write(
         .iter()
         .zip(outcomes)
         .filter_map(|(item, outcome)| match outcome {
-            Outcome::Charged(balance_after) if !running[&item.account].hot && !item.cost.is_zero() => {
+            Outcome::Charged(balance_after) if !running[&item.account].one_by_one && !item.cost.is_zero() => {
                 Some((item.entry(reason), balance_after.clone()))
             }
             _ => None,
@@ -344,7 +353,7 @@ fn write(
     entries.sort_by(|a, b| a.0.account.cmp(b.0.account));
     let charged: Vec<(&str, &Running)> = running
         .iter()
-        .filter(|(_, account)| !account.hot && account.balance != account.started_at)
+        .filter(|(_, account)| !account.one_by_one && account.balance != account.started_at)
         .map(|(name, account)| (name.as_str(), account))
         .collect();
     let finals: Vec<direct::Settled<'_>> = charged

@@ -91,10 +91,6 @@ impl<M: Money> Pool<M> {
         self.effective_at <= now && now < self.expires_at
     }
 
-    pub fn expired(&self, now: Time) -> bool {
-        self.expires_at <= now
-    }
-
     fn burn_key(&self) -> (i32, Time, Category, Time, i64) {
         (self.priority, self.expires_at, self.category, self.effective_at, self.id)
     }
@@ -362,13 +358,6 @@ pub fn sum<M: Money>(draws: &[Draw<M>]) -> M {
     draws.iter().fold(M::zero(), |total, draw| total + draw.amount.clone())
 }
 
-/// What giving back `parts` of a hold (a release, an expiry, the rest of a final capture)
-/// does to each pool: a part of a pool still open goes back to it; a part of a grant that
-/// has expired or was voided since expires at once.
-pub fn give_back<M: Money>(parts: &[Draw<M>], closed: impl Fn(i64) -> bool) -> (Vec<Draw<M>>, Vec<Draw<M>>) {
-    parts.iter().cloned().partition(|part| part.pool == OWN_BALANCE || !closed(part.pool))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,13 +504,6 @@ mod tests {
         }
         h.status = HoldStatus::Expired;
         assert_eq!(h.resolvable(NOW), Err(HoldRefusal::Expired));
-    }
-
-    #[test]
-    fn parts_of_closed_grants_expire_when_given_back() {
-        let parts = [Draw { pool: 0, amount: 1 }, Draw { pool: 4, amount: 2 }, Draw { pool: 5, amount: 3 }];
-        let (back, expire) = give_back(&parts, |pool| pool == 4);
-        assert_eq!((drawn(&back), drawn(&expire)), (vec![(0, 1), (5, 3)], vec![(4, 2)]));
     }
 
     fn any_pool() -> impl Strategy<Value = Pool<i128>> {

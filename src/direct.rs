@@ -35,6 +35,7 @@
 //! - A read-only transaction (or a standby) is left to the SQL path, which refuses it.
 
 use crate::compat;
+use crate::decide::Figures;
 use crate::input::canonical;
 use crate::ledger::Entry;
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -70,7 +71,7 @@ const fn column(name: &'static CStr, of: Type, not_null: bool) -> Column {
     Column { name, of, not_null }
 }
 
-const ACCOUNT_COLUMNS: [Column; 8] = [
+const ACCOUNT_COLUMNS: [Column; 10] = [
     column(c"account", ACCOUNT_ID, true),
     column(c"balance", AMOUNT, true),
     column(c"min_balance", AMOUNT, true),
@@ -79,9 +80,11 @@ const ACCOUNT_COLUMNS: [Column; 8] = [
     column(c"created_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
     column(c"updated_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
     column(c"slots", Type::Builtin(pg_sys::INT4OID), true),
+    column(c"held", AMOUNT, true),
+    column(c"has_grants", Type::Builtin(pg_sys::BOOLOID), true),
 ];
 
-const LEDGER_COLUMNS: [Column; 10] = [
+const LEDGER_COLUMNS: [Column; 14] = [
     column(c"id", Type::Builtin(pg_sys::INT8OID), true),
     column(c"account", Type::Builtin(pg_sys::TEXTOID), true),
     column(c"amount", AMOUNT, true),
@@ -92,6 +95,10 @@ const LEDGER_COLUMNS: [Column; 10] = [
     column(c"metadata", JSON_OBJECT, false),
     column(c"created_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
     column(c"txid", Type::Builtin(pg_sys::XID8OID), true),
+    column(c"grant_id", Type::Builtin(pg_sys::INT8OID), false),
+    column(c"hold_id", Type::Builtin(pg_sys::INT8OID), false),
+    column(c"held_amount", AMOUNT, false),
+    column(c"outcome", Type::Builtin(pg_sys::JSONBOID), false),
 ];
 
 const SLOT_COLUMNS: [Column; 3] = [
@@ -390,11 +397,17 @@ impl Tables {
         }
         let mut found = None;
         self.accounts.scan(snapshot, &mut [text_key(self.accounts.pkey, 1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, version| {
-            let plain = i32::from_datum(values[7], nulls[7]) == Some(0);
+            // No slots and no grants: the own balance is the only pool. Holds count,
+            // lapsed or not (the SQL path writes the lapses and decides again).
+            let plain = i32::from_datum(values[7], nulls[7]) == Some(0) && bool::from_datum(values[9], nulls[9]) == Some(false);
             let before = AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL");
-            let floor = AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL");
-            let after = canonical(before.clone() - cost.clone());
-            if plain && after >= floor {
+            let figures = Figures {
+                balance: before.clone(),
+                held: AnyNumeric::from_datum(values[8], nulls[8]).expect("held is NOT NULL"),
+                min_balance: AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL"),
+            };
+            if plain && figures.can_pay(cost) {
+                let after = canonical(before.clone() - cost.clone());
                 let threshold = AnyNumeric::from_datum(values[3], nulls[3]);
                 values[1] = after.clone().into_datum().expect("a number");
                 values[6] = now;
@@ -530,6 +543,10 @@ impl Tables {
             entry.metadata.as_ref().map(|m| JsonB(m.0.clone())).into_datum(),
             Some(now),
             Some(Datum::from(txid)),
+            None,
+            None,
+            None,
+            None,
         ];
         let mut nulls = values.map(|v| v.is_none());
         let mut datums = values.each_mut().map(|v| v.unwrap_or(Datum::from(0)));

@@ -10,6 +10,7 @@
 //! function, with every Rust value that owns memory already dropped, and never from
 //! inside `Spi::connect` (pgrx would catch it there and re-raise it as XX000).
 
+use crate::decide::Figures;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{AnyNumeric, PostgresGucEnum};
 use serde_json::{json, Value};
@@ -32,7 +33,20 @@ pub enum ErrorStyle {
 
 pub static ERROR_STYLE: GucSetting<ErrorStyle> = GucSetting::<ErrorStyle>::new(ErrorStyle::Standard);
 
+/// The longest a hold may last, in seconds (`SET credits.max_hold_ttl = '2d'`).
+pub static MAX_HOLD_TTL: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
+
 pub fn register_settings() {
+    GucRegistry::define_int_guc(
+        c"credits.max_hold_ttl",
+        c"The longest ttl credits.hold accepts (default 7 days).",
+        c"A hold with a longer ttl, or with none (ttl => NULL) while this is not 0, is refused; 0 allows any.",
+        &MAX_HOLD_TTL,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_enum_guc(
         c"credits.error_style",
         c"How pg_credits raises errors: standard (SQLSTATE PT402 …) or postgrest (SQLSTATE PGRST).",
@@ -63,11 +77,32 @@ pub enum BadInput {
 
 #[derive(Debug)]
 pub enum CreditsError {
+    /// `balance` is the money in effect and `held` what active holds reserve of it.
     InsufficientBalance {
         account: String,
         balance: AnyNumeric,
+        held: AnyNumeric,
         min_balance: AnyNumeric,
         cost: AnyNumeric,
+    },
+    HoldNotFound {
+        hold_id: i64,
+    },
+    GrantNotFound {
+        grant_id: i64,
+    },
+    /// A second capture or release of a hold that was captured in full or released.
+    HoldFinalized {
+        hold_id: i64,
+        status: &'static str,
+    },
+    HoldExpired {
+        hold_id: i64,
+    },
+    CaptureExceedsHold {
+        hold_id: i64,
+        remaining: AnyNumeric,
+        amount: AnyNumeric,
     },
     AccountNotFound {
         account: String,
@@ -116,13 +151,28 @@ impl CreditsError {
         }
     }
 
+    /// PT402 for a spend the figures cannot cover.
+    pub fn insufficient(account: &str, figures: &Figures<AnyNumeric>, cost: &AnyNumeric) -> Self {
+        CreditsError::InsufficientBalance {
+            account: account.to_owned(),
+            balance: figures.balance.clone(),
+            held: figures.held.clone(),
+            min_balance: figures.min_balance.clone(),
+            cost: cost.clone(),
+        }
+    }
+
     pub fn sqlstate(&self) -> &'static str {
         match self {
             CreditsError::InsufficientBalance { .. } => "PT402",
-            CreditsError::AccountNotFound { .. } => "PT404",
-            CreditsError::AccountExists { .. } | CreditsError::IdempotencyConflict { .. } => {
-                "PT409"
-            }
+            CreditsError::AccountNotFound { .. }
+            | CreditsError::HoldNotFound { .. }
+            | CreditsError::GrantNotFound { .. } => "PT404",
+            CreditsError::AccountExists { .. }
+            | CreditsError::IdempotencyConflict { .. }
+            | CreditsError::HoldFinalized { .. } => "PT409",
+            CreditsError::HoldExpired { .. } => "PT410",
+            CreditsError::CaptureExceedsHold { .. } => "PT422",
             CreditsError::ForbiddenWrite { .. } => "PT403",
             CreditsError::ConcurrentKeyUse { .. } => "40001",
             CreditsError::BadInput { rule, .. } => match rule {
@@ -139,6 +189,11 @@ impl CreditsError {
         match self {
             CreditsError::InsufficientBalance { .. } => ("InsufficientBalanceError", 402, 40203),
             CreditsError::AccountNotFound { .. } => ("AccountNotFoundError", 404, 40401),
+            CreditsError::HoldNotFound { .. } => ("HoldNotFoundError", 404, 40402),
+            CreditsError::GrantNotFound { .. } => ("GrantNotFoundError", 404, 40403),
+            CreditsError::HoldFinalized { .. } => ("HoldFinalizedError", 409, 40904),
+            CreditsError::HoldExpired { .. } => ("HoldExpiredError", 410, 41001),
+            CreditsError::CaptureExceedsHold { .. } => ("CaptureExceedsHoldError", 422, 42201),
             CreditsError::AccountExists { .. } => ("AccountExistsError", 409, 40901),
             CreditsError::IdempotencyConflict { .. } => ("IdempotencyConflictError", 409, 40902),
             CreditsError::ForbiddenWrite { .. } => ("ForbiddenWriteError", 403, 40301),
@@ -151,6 +206,11 @@ impl CreditsError {
         match self {
             CreditsError::InsufficientBalance { .. } => INSUFFICIENT_BALANCE_MESSAGE.to_string(),
             CreditsError::AccountNotFound { .. } => "Account not found.".to_string(),
+            CreditsError::HoldNotFound { .. } => "Hold not found.".to_string(),
+            CreditsError::GrantNotFound { .. } => "Grant not found.".to_string(),
+            CreditsError::HoldFinalized { .. } => "Hold already captured or released.".to_string(),
+            CreditsError::HoldExpired { .. } => "Hold expired.".to_string(),
+            CreditsError::CaptureExceedsHold { .. } => "Capture exceeds what the hold reserves.".to_string(),
             CreditsError::AccountExists { .. } => "Account already exists.".to_string(),
             CreditsError::IdempotencyConflict { .. } => {
                 "Idempotency key already used for a different operation.".to_string()
@@ -175,12 +235,24 @@ impl CreditsError {
             "readable_message": self.readable_message(),
         });
         let fields = match self {
-            CreditsError::InsufficientBalance { account, balance, min_balance, cost } => json!({
+            CreditsError::InsufficientBalance { account, balance, held, min_balance, cost } => json!({
                 "account": account,
                 "balance": balance.to_string(),
+                "held": held.to_string(),
+                "available": available(balance, held, min_balance).to_string(),
                 "min_balance": min_balance.to_string(),
                 "cost": cost.to_string(),
-                "shortfall": shortfall(balance, min_balance, cost).to_string(),
+                "shortfall": shortfall(balance, held, min_balance, cost).to_string(),
+            }),
+            CreditsError::HoldNotFound { hold_id } | CreditsError::HoldExpired { hold_id } => {
+                json!({ "hold_id": hold_id })
+            }
+            CreditsError::GrantNotFound { grant_id } => json!({ "grant_id": grant_id }),
+            CreditsError::HoldFinalized { hold_id, status } => json!({ "hold_id": hold_id, "status": status }),
+            CreditsError::CaptureExceedsHold { hold_id, remaining, amount } => json!({
+                "hold_id": hold_id,
+                "remaining": remaining.to_string(),
+                "amount": amount.to_string(),
             }),
             CreditsError::AccountNotFound { account } | CreditsError::AccountExists { account } => {
                 json!({ "account": account })
@@ -212,19 +284,36 @@ impl CreditsError {
 
     fn readable_message(&self) -> String {
         match self {
-            CreditsError::InsufficientBalance { account, balance, min_balance, cost } => {
-                let missing = shortfall(balance, min_balance, cost);
+            CreditsError::InsufficientBalance { account, balance, held, min_balance, cost } => {
+                let missing = shortfall(balance, held, min_balance, cost);
                 let floor = if min_balance.sign() == pgrx::datum::numeric::Sign::Zero {
                     String::new()
                 } else {
                     format!(" (it may go down to {min_balance})")
                 };
+                let holds = if held.sign() == pgrx::datum::numeric::Sign::Zero {
+                    String::new()
+                } else {
+                    format!(", {held} of it reserved by holds,")
+                };
                 format!(
-                    "Account '{account}' has a balance of {balance}{floor} and this query costs \
+                    "Account '{account}' has a balance of {balance}{holds}{floor} and this query costs \
                      {cost}: {missing} more credits are needed. Recharge the account with at least \
                      {missing} credits, then retry the query."
                 )
             }
+            CreditsError::HoldNotFound { hold_id } => format!("There is no hold {hold_id}."),
+            CreditsError::GrantNotFound { grant_id } => format!("There is no grant {grant_id}."),
+            CreditsError::HoldFinalized { hold_id, status } => format!(
+                "Hold {hold_id} is {status}: a hold is captured or released at most once."
+            ),
+            CreditsError::HoldExpired { hold_id } => format!(
+                "Hold {hold_id} expired: what it reserved is available again. Place a new hold or charge directly."
+            ),
+            CreditsError::CaptureExceedsHold { hold_id, remaining, amount } => format!(
+                "Hold {hold_id} still reserves {remaining}, less than the {amount} to capture. Capture at most \
+                 {remaining}, or pass overage => 'charge' to charge the excess."
+            ),
             CreditsError::AccountNotFound { account } => format!(
                 "There is no account '{account}'. Create it with credits.create_account or \
                  credits.recharge before charging it."
@@ -277,7 +366,13 @@ impl CreditsError {
                     .into(),
             ),
             CreditsError::ConcurrentKeyUse { .. } => Some("Retry the transaction.".into()),
-            CreditsError::AccountExists { .. } | CreditsError::BadInput { .. } => None,
+            CreditsError::HoldExpired { .. } => Some("Place a new hold with credits.hold.".into()),
+            CreditsError::AccountExists { .. }
+            | CreditsError::BadInput { .. }
+            | CreditsError::HoldNotFound { .. }
+            | CreditsError::GrantNotFound { .. }
+            | CreditsError::HoldFinalized { .. }
+            | CreditsError::CaptureExceedsHold { .. } => None,
         }
     }
 
@@ -343,9 +438,13 @@ impl CreditsError {
     }
 }
 
-/// How much the account is missing: cost - (balance - min_balance).
-fn shortfall(balance: &AnyNumeric, min_balance: &AnyNumeric, cost: &AnyNumeric) -> AnyNumeric {
-    cost.clone() - (balance.clone() - min_balance.clone())
+fn available(balance: &AnyNumeric, held: &AnyNumeric, min_balance: &AnyNumeric) -> AnyNumeric {
+    Figures { balance: balance.clone(), held: held.clone(), min_balance: min_balance.clone() }.available()
+}
+
+/// How much the account is missing: cost - available.
+fn shortfall(balance: &AnyNumeric, held: &AnyNumeric, min_balance: &AnyNumeric, cost: &AnyNumeric) -> AnyNumeric {
+    crate::input::canonical(cost.clone() - available(balance, held, min_balance))
 }
 
 fn c_string(text: String) -> CString {

@@ -20,9 +20,10 @@
 //! UPDATE or DELETE of a slot is refused at once), as long as at commit every account
 //! touched has exactly its slots 0 … n-1, whose money counts in its balance.
 
+use crate::decide::Figures;
 use crate::error::{self, CreditsError};
-use crate::input::canonical;
-use crate::notify;
+use crate::input::{self, canonical};
+use crate::{notify, pools};
 use crate::plans::{is_direct_write, Statement, NUMERIC, TEXT};
 use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::prelude::*;
@@ -62,7 +63,14 @@ fn reconcile(trigger: &PgTrigger<'_>) -> error::Result<()> {
     let slots_as_counted = Spi::connect_mut(|client| {
         RECONCILE.first_value::<bool>(client, &[account.as_str().into()]).expect("one row")
     });
-    if slots_as_counted { Ok(()) } else { Err(SLOTS_CHANGED) }
+    if slots_as_counted {
+        Ok(())
+    } else {
+        Err(CreditsError::ForbiddenWrite {
+            message: "An inserted account must come with exactly its slots, its active holds and (with has_grants) its pools: \
+                      they change only through pg_credits.",
+        })
+    }
 }
 
 /// Refuses the write it fires for: UPDATE, DELETE or TRUNCATE of the ledger, TRUNCATE of
@@ -81,6 +89,10 @@ fn refuse_write<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRo
         ("account_slots", _) => {
             "The slots of a hot account change only through pg_credits: use credits.set_slots."
         }
+        ("account_grants", _) => {
+            "Grants change only through pg_credits: use credits.grant, void_grant or set_grant_expiry."
+        }
+        ("holds", _) => "Holds change only through pg_credits: use credits.capture, release or extend_hold.",
         ("events", _) => "credits.events is append-only: events cannot be updated (delete old ones to prune it).",
         _ => "The credits ledger is append-only: entries cannot be updated, deleted or truncated.",
     };
@@ -99,7 +111,17 @@ static RECONCILE: Statement = Statement {
                      coalesce(pg_catalog.max(slot), -1) AS last, coalesce(pg_catalog.min(slot), 0) AS first
                 FROM credits.account_slots WHERE account = $1),
           checked AS (
-              SELECT coalesce((SELECT slots FROM account), 0) = s.n AND s.first >= 0 AND s.last = s.n - 1 AS ok
+              SELECT coalesce((SELECT slots FROM account), 0) = s.n AND s.first >= 0 AND s.last = s.n - 1
+                     AND coalesce((SELECT held FROM account), 0) = (
+                         SELECT coalesce(pg_catalog.sum(p.part), 0)
+                           FROM credits.holds h, pg_catalog.unnest(h.parts) AS p(part)
+                          WHERE h.account = $1 AND h.status = 'active')
+                     AND CASE WHEN coalesce((SELECT has_grants FROM account), false)
+                              THEN EXISTS (SELECT FROM credits.account_grants WHERE account = $1 AND grant_id = 0)
+                                   AND (SELECT balance FROM account) + s.available = (
+                                       SELECT coalesce(pg_catalog.sum(remaining + held), 0)
+                                         FROM credits.account_grants WHERE account = $1)
+                              ELSE NOT EXISTS (SELECT FROM credits.account_grants WHERE account = $1) END AS ok
                 FROM slots s),
           gap AS (
               SELECT a.account, pg_catalog.trim_scale(a.balance + s.available) AS balance,
@@ -139,22 +161,39 @@ fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
             if column::<i32>(&old, "slots") != slots {
                 return Err(SLOTS_CHANGED);
             }
+            if column::<AnyNumeric>(&old, "held") != column::<AnyNumeric>(&new, "held")
+                || column::<bool>(&old, "has_grants") != column::<bool>(&new, "has_grants")
+            {
+                return Err(CreditsError::ForbiddenWrite {
+                    message: "An account's held and has_grants change only through pg_credits' holds and grants.",
+                });
+            }
             Some(canonical(column(&old, "balance")))
         }
         // An inserted hot account (a restore): its slots are checked at commit.
         None => None,
     };
-    if new_balance < min_balance {
+    let held: AnyNumeric = canonical(column(&new, "held"));
+    let has_grants: bool = column(&new, "has_grants");
+    // Holds count against a direct write as against a charge (lapsed ones too: this
+    // trigger does not write their expiry); grants not in effect yet do not pay for it.
+    let pending = if has_grants && old_balance.is_some() {
+        Spi::connect(|client| pools::pending(client, &account, input::now()))
+    } else {
+        AnyNumeric::from(0)
+    };
+    let after = Figures { balance: canonical(new_balance.clone() - pending.clone()), held, min_balance };
+    if !after.can_pay(&AnyNumeric::from(0)) {
         // Reported as a charge of the amount the write takes away, from the balance it
-        // started at: shortfall = cost - (balance - min_balance) = min_balance - new balance.
+        // started at: shortfall = cost - available before = what the write overdraws.
         let (balance, cost) = match old_balance {
             Some(old) if new_balance < old => {
                 let taken = old.clone() - new_balance;
-                (old, taken)
+                (canonical(old - pending), taken)
             }
-            _ => (new_balance, AnyNumeric::from(0)),
+            _ => (after.balance.clone(), AnyNumeric::from(0)),
         };
-        return Err(CreditsError::InsufficientBalance { account, balance, min_balance, cost });
+        return Err(CreditsError::insufficient(&account, &Figures { balance, ..after }, &cost));
     }
     if let Some(old) = old_balance {
         if new_balance != old {
@@ -162,6 +201,9 @@ fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
                 new.get_by_name("low_balance_threshold").expect("credits.accounts has this column");
             Spi::connect_mut(|client| {
                 let amount = canonical(new_balance.clone() - old.clone());
+                if has_grants {
+                    pools::adjust_own_balance(client, &account, &amount);
+                }
                 ADJUSTMENT.first_row(client, &[account.as_str().into(), amount.into(), new_balance.clone().into()]);
                 if notify::crossed(&old, &new_balance, threshold.as_ref()) {
                     notify::low_balance(client, &account, &new_balance, threshold.as_ref().expect("crossed"));

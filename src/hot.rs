@@ -38,7 +38,7 @@ use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::ledger::{Applied, Entry, Movement};
 use crate::direct::{self, KeyUse, SlotCharge};
 use crate::plans::{OwnWrite, Statement, INT4, INT4_ARRAY, JSONB, NUMERIC, TEXT};
-use crate::{input, notify};
+use crate::{input, notify, pools};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::AnyNumeric;
@@ -169,9 +169,9 @@ static GATHER_FREE: Statement = Statement { sql: gather_sql!(lock: "FOR UPDATE S
 /// being shown as 250.000000000000000000.
 static SPREAD: Statement = Statement {
     sql: "WITH share AS (
-              SELECT pg_catalog.trim_scale(pg_catalog.div((balance - min_balance) * 1e18, pg_catalog.cardinality($2)) * 1e-18) AS each
+              SELECT pg_catalog.trim_scale(pg_catalog.div((balance - held - min_balance) * 1e18, pg_catalog.cardinality($2)) * 1e-18) AS each
                 FROM credits.accounts
-               WHERE account = $1 AND slots > 0 AND balance > min_balance AND pg_catalog.cardinality($2) > 0),
+               WHERE account = $1 AND slots > 0 AND balance - held > min_balance AND pg_catalog.cardinality($2) > 0),
           filled AS (
               UPDATE credits.account_slots s SET available = s.available + share.each FROM share
                WHERE s.account = $1 AND s.slot = ANY ($2)
@@ -351,6 +351,7 @@ fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<Applied> 
         remember(entry.account, 0);
         return entry.apply(client);
     };
+    let (account, _) = pools::settled(client, entry.account, account, input::now());
     remember(entry.account, account.slots);
     if account.slots == 0 {
         // Gathered back into a plain account since we looked.
@@ -466,6 +467,11 @@ fn reshape(account: Option<&str>, slots: Option<i32>) -> Result<()> {
     Spi::connect_mut(|client| {
         let current = accounts::lock(client, account)
             .ok_or_else(|| CreditsError::AccountNotFound { account: account.to_owned() })?;
+        if current.has_grants && slots > 0 {
+            return Err(CreditsError::ForbiddenWrite {
+                message: "An account with grants cannot be made hot: its charges must burn its grants in order.",
+            });
+        }
         if current.slots > 0 {
             gather(client, account);
         }

@@ -9,8 +9,31 @@
 //! same value always reads the same (`97`, never `97.0` or `97.000000000000000000`), and
 //! its scale never exceeds the 18 places the limits allow.
 
+use crate::decide::{Money, Time};
 use crate::error::{BadInput, CreditsError, Result};
+use pgrx::datetime::TimestampWithTimeZone;
 use pgrx::{AnyNumeric, IntoDatum, JsonB};
+
+impl Money for AnyNumeric {
+    fn zero() -> Self {
+        AnyNumeric::from(0)
+    }
+}
+
+/// The time decisions are made at: `clock_timestamp()`, not the transaction's start, so
+/// that what expires stops counting at once, whenever the transaction began.
+pub fn now() -> Time {
+    // SAFETY: reads the clock.
+    unsafe { pgrx::pg_sys::GetCurrentTimestamp() }
+}
+
+pub fn timestamp(time: Time) -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(time).expect("a timestamp PostgreSQL produced")
+}
+
+pub fn time(value: TimestampWithTimeZone) -> Time {
+    value.into()
+}
 
 pub const MAX_ACCOUNT_CHARS: usize = 256;
 pub const MAX_KEY_CHARS: usize = 256;

@@ -17,8 +17,9 @@
 
 use crate::accounts::{self, Account};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
+use crate::input::canonical;
 use crate::plans::{OwnWrite, Statement, JSONB, NUMERIC, TEXT};
-use crate::{direct, hot, input, notify};
+use crate::{decide, direct, hot, input, notify, pools};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
@@ -149,22 +150,23 @@ macro_rules! recharge_sql {
     };
 }
 
-/// The fast paths: plain accounts only (`slots = 0`), no lock taken before. 1e20 is
-/// input::MAX_INTEGER_DIGITS.
+/// The fast paths: plain accounts only (no slots, no grants), no lock taken before; a
+/// charge counts every hold, lapsed or not (the slow path writes the lapses and decides
+/// again). 1e20 is input::MAX_INTEGER_DIGITS.
 static APPLY_CHARGE: Statement = Statement {
-    sql: charge_sql!("slots = 0 AND balance - $2 >= min_balance"),
+    sql: charge_sql!("slots = 0 AND NOT has_grants AND balance - held - $2 >= min_balance"),
     args: MOVEMENT_ARGS,
 };
 
 static APPLY_RECHARGE: Statement = Statement {
-    sql: recharge_sql!("slots = 0 AND balance + $2 < 1e20"),
+    sql: recharge_sql!("slots = 0 AND NOT has_grants AND balance + $2 < 1e20"),
     args: MOVEMENT_ARGS,
 };
 
 /// The same on an account the caller has locked and checked, whatever its slots: for a
 /// hot account, once its slots were gathered into the balance.
 static APPLY_CHARGE_LOCKED: Statement = Statement {
-    sql: charge_sql!("balance - $2 >= min_balance"),
+    sql: charge_sql!("balance - held - $2 >= min_balance"),
     args: MOVEMENT_ARGS,
 };
 
@@ -177,15 +179,9 @@ static APPLY_RECHARGE_LOCKED: Statement = Statement {
 /// that were not busy, gathered): the balance after is not known exactly, so the entry
 /// records none (as a slot's entry) and the caller sends the alert.
 static APPLY_CHARGE_TO_PART: Statement = Statement {
-    sql: movement_sql!(set: "balance - $2", when: "balance - $2 >= min_balance", amount: "-$2", kind: "charge",
+    sql: movement_sql!(set: "balance - $2", when: "balance - held - $2 >= min_balance", amount: "-$2", kind: "charge",
                        balance_after: "NULL", crossed: "NULL::pg_catalog.numeric"),
     args: MOVEMENT_ARGS,
-};
-
-static FIND_KEY: Statement = Statement {
-    sql: "SELECT kind, amount, balance_after FROM credits.ledger
-           WHERE account = $1 AND idempotency_key = $2",
-    args: &[TEXT, TEXT],
 };
 
 fn movement(
@@ -272,39 +268,68 @@ impl Entry<'_> {
         }
     }
 
-    /// The slow path of a plain account: lock it so the figures we act on cannot move.
+    /// The slow path of a plain account: lock it so the figures we act on cannot move,
+    /// write what has lapsed, and decide on what is left.
     pub fn apply_locked(&self, client: &SpiClient<'_>) -> Result<Applied> {
         let account = accounts::lock(client, self.account).ok_or_else(|| self.not_found())?;
         if account.slots > 0 {
             // Made hot since we looked.
             return hot::apply(client, self, account.slots);
         }
+        let now = input::now();
+        let (account, figures) = pools::settled(client, self.account, account, now);
         if let Some(key) = self.idempotency_key {
             if let Some(balance_after) = self.replay(client, key)? {
-                return Ok(Applied::Replayed(balance_after.unwrap_or(account.balance)));
+                return Ok(Applied::Replayed(balance_after.unwrap_or(figures.balance)));
             }
         }
         if self.amount.is_zero() {
             // Moves nothing and writes nothing; a recharge still opened the account.
-            return Ok(Applied::Moved(account.balance));
+            return Ok(Applied::Moved(figures.balance));
         }
-        self.check(&account)?;
-        Ok(Applied::Moved(
-            self.try_apply(client, self.movement.statement())
-                .expect("a locked account that accepts the movement"),
-        ))
+        if !account.has_grants {
+            self.check(&account)?;
+            return Ok(Applied::Moved(
+                self.try_apply(client, self.movement.statement())
+                    .expect("a locked account that accepts the movement"),
+            ));
+        }
+        match self.movement {
+            Movement::Charge => {
+                let pools = pools::pools(client, self.account, &account, &self.amount.value, now);
+                let draws = decide::draw(&figures, &self.amount.value, &pools, now)
+                    .map_err(|_| CreditsError::insufficient(self.account, &figures, &self.amount.value))?;
+                let (balance, crossed) = pools::charge(client, &self.spend(), &self.amount.value, &draws);
+                if let Some(threshold) = crossed {
+                    notify::low_balance(client, self.account, &balance, &threshold);
+                }
+                Ok(Applied::Moved(canonical(balance - (account.balance - figures.balance))))
+            }
+            Movement::Recharge => {
+                self.check(&account)?;
+                pools::adjust_own_balance(client, self.account, &self.amount.value);
+                let balance = self.apply_to_locked_balance(client);
+                Ok(Applied::Moved(canonical(balance - (account.balance - figures.balance))))
+            }
+        }
     }
 
-    /// Whether the locked account can take this movement.
+    /// Who the entries of this movement are for, for the pools' writer.
+    pub fn spend(&self) -> pools::Spend<'_> {
+        pools::Spend {
+            account: self.account,
+            reason: self.reason,
+            idempotency_key: self.idempotency_key,
+            metadata: self.metadata.as_ref(),
+            hold_id: None,
+        }
+    }
+
+    /// Whether the locked account (without grants) can take this movement.
     pub fn check(&self, account: &Account) -> Result<()> {
         match self.movement {
-            Movement::Charge if account.balance.clone() - self.amount.value.clone() < account.min_balance => {
-                Err(CreditsError::InsufficientBalance {
-                    account: self.account.to_owned(),
-                    balance: account.balance.clone(),
-                    min_balance: account.min_balance.clone(),
-                    cost: self.amount.value.clone(),
-                })
+            Movement::Charge if !account.figures().can_pay(&self.amount.value) => {
+                Err(CreditsError::insufficient(self.account, &account.figures(), &self.amount.value))
             }
             Movement::Recharge if !input::fits(&(account.balance.clone() + self.amount.value.clone())) => {
                 Err(CreditsError::bad_input(
@@ -357,22 +382,11 @@ impl Entry<'_> {
     /// When this key already recorded the same movement, its balance_after (which is
     /// NULL for an entry a hot account took from a slot).
     pub fn replay(&self, client: &SpiClient<'_>, key: &str) -> Result<Option<Option<AnyNumeric>>> {
-        let Some(row) = FIND_KEY.first_row(client, &[self.account.into(), key.into()]) else {
+        let Some(original) = pools::keyed(client, self.account, key) else {
             return Ok(None);
         };
-        let original_kind: String = row.column(1);
-        let original_amount: AnyNumeric = row.column(2);
         let expected_amount = self.movement.ledger_amount(&self.amount.value);
-        if original_kind == self.movement.kind() && original_amount == expected_amount {
-            return Ok(Some(row.nullable_column(3)));
-        }
-        Err(CreditsError::IdempotencyConflict {
-            account: self.account.to_owned(),
-            idempotency_key: key.to_owned(),
-            original_kind,
-            original_amount,
-            kind: self.movement.kind(),
-            amount: expected_amount,
-        })
+        original.same(self.account, key, self.movement.kind(), expected_amount)?;
+        Ok(Some(original.balance_after))
     }
 }

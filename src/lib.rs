@@ -17,12 +17,15 @@ mod compat;
 mod decide;
 mod direct;
 mod error;
+mod grants;
 mod guard;
+mod holds;
 mod hot;
 mod input;
 mod ledger;
 mod notify;
 mod plans;
+mod pools;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

@@ -1,0 +1,447 @@
+//! The SQL writer of the decision core's decisions for accounts with holds or grants:
+//! reading an account's figures and pools under its row lock, writing what has lapsed,
+//! and carrying out draws, holds and give-backs, each as one statement that updates the
+//! pools, the account row and the ledger together.
+//!
+//! Every function here expects the account row locked by the caller (`accounts::lock`),
+//! so the figures it reads cannot move before the decision is written. What has lapsed
+//! (holds and grants past their expiry, by `clock_timestamp()`) is written first by
+//! [`settle_lapsed`], with the expiry as the entry's business time; readers that cannot
+//! write (`balance`, `available`) leave it out the same way (see `accounts`).
+//!
+//! Ledger attribution: an entry's `grant_id` is the pool it moved (NULL: the own balance),
+//! so for every grant remaining + held = Σ its entries, and for every account
+//! held = Σ held_amount.
+
+use crate::accounts::{self, Account};
+use crate::decide::{self, Draw, Figures, Pool, Time};
+use crate::input::{self, canonical, timestamp};
+use crate::plans::{OwnWrite, Statement, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERIC_ARRAY, TEXT, TIMESTAMPTZ};
+use pgrx::datetime::TimestampWithTimeZone;
+use pgrx::spi::SpiClient;
+use pgrx::{AnyNumeric, JsonB};
+
+/// How many pools a spend reads in burn order before it reads them all.
+const FIRST_READ: i64 = 16;
+
+/// The locked account `row` (a hot one gathered) once what has lapsed is written, and its
+/// decision figures.
+pub fn settled(client: &SpiClient<'_>, account: &str, row: Account, now: Time) -> (Account, Figures<AnyNumeric>) {
+    let row = if settle_lapsed(client, account, &row, now) {
+        accounts::lock(client, account).expect("the account is locked")
+    } else {
+        row
+    };
+    let figures = figures(client, account, &row, now);
+    (row, figures)
+}
+
+/// The decision figures of a locked account: its balance less grants not in effect yet.
+pub fn figures(client: &SpiClient<'_>, account: &str, row: &Account, now: Time) -> Figures<AnyNumeric> {
+    let pending = if row.has_grants {
+        pending(client, account, now)
+    } else {
+        AnyNumeric::from(0)
+    };
+    Figures {
+        balance: canonical(row.balance.clone() - pending),
+        held: row.held.clone(),
+        min_balance: row.min_balance.clone(),
+    }
+}
+
+/// Writes the expiry of every hold and grant of the locked account whose time has come;
+/// returns whether anything lapsed (the row's figures then changed).
+pub fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time) -> bool {
+    let mut lapsed = false;
+    if row.held > AnyNumeric::from(0) {
+        let due = LAPSED_HOLDS.all_rows(client, &[account.into(), timestamp(now).into()]);
+        let due: Vec<(i64, Vec<i64>, Vec<AnyNumeric>, TimestampWithTimeZone)> = due
+            .map(|row| {
+                (
+                    row.get(1).unwrap().expect("hold_id"),
+                    row.get(2).unwrap().expect("pools"),
+                    row.get(3).unwrap().expect("parts"),
+                    row.get(4).unwrap().expect("expires_at"),
+                )
+            })
+            .collect();
+        for (hold_id, pools, parts, expires_at) in due {
+            let parts = parts_of(pools, parts);
+            give_back(client, account, hold_id, &parts, GiveBack::Expiry(expires_at), None);
+            lapsed = true;
+        }
+    }
+    if row.has_grants {
+        let _own = OwnWrite::begin(account);
+        let expired: i64 = EXPIRE_GRANTS.first_value(client, &[account.into(), timestamp(now).into()]).expect("a count");
+        lapsed |= expired > 0;
+    }
+    lapsed
+}
+
+/// The pools a spend of `cost` draws from, in burn order: enough to cover it, or all.
+pub fn pools(client: &SpiClient<'_>, account: &str, row: &Account, cost: &AnyNumeric, now: Time) -> Vec<Pool<AnyNumeric>> {
+    if !row.has_grants {
+        return vec![Pool::own_balance(canonical(row.balance.clone() - row.held.clone()))];
+    }
+    let own: AnyNumeric = OWN_POOL.first_value(client, &[account.into()]).expect("an account with grants has its own pool");
+    let read = |limit: i64| -> (Vec<Pool<AnyNumeric>>, bool) {
+        let rows = POOLS_IN_BURN_ORDER.all_rows(client, &[account.into(), limit.into()]);
+        let all = (rows.len() as i64) < limit;
+        let mut pools: Vec<Pool<AnyNumeric>> = rows
+            .map(|row| Pool {
+                id: row.get(1).unwrap().expect("grant_id"),
+                remaining: row.get(2).unwrap().expect("remaining"),
+                priority: row.get(3).unwrap().expect("priority"),
+                category: decide::Category::parse(&row.get::<String>(4).unwrap().expect("category")).expect("a known category"),
+                effective_at: input::time(row.get(5).unwrap().expect("effective_at")),
+                expires_at: input::time(row.get(6).unwrap().expect("expires_at")),
+            })
+            .filter(|pool| pool.id != decide::OWN_BALANCE)
+            .collect();
+        pools.push(Pool::own_balance(own.clone()));
+        (pools, all)
+    };
+    let (first, all) = read(FIRST_READ);
+    if all || decide::covers(cost, &first, now) {
+        first
+    } else {
+        read(i64::MAX).0
+    }
+}
+
+/// Who the entries of a spend are for.
+pub struct Spend<'a> {
+    pub account: &'a str,
+    pub reason: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub metadata: Option<&'a JsonB>,
+    /// The hold a capture's excess is charged for.
+    pub hold_id: Option<i64>,
+}
+
+/// Writes a charge's draws: one entry per pool, the key and the outcome on the first.
+/// Returns the balance after and the threshold it crossed, if any.
+pub fn charge(client: &SpiClient<'_>, spend: &Spend<'_>, cost: &AnyNumeric, draws: &[Draw<AnyNumeric>]) -> (AnyNumeric, Option<AnyNumeric>) {
+    let _own = OwnWrite::begin(spend.account);
+    let (pools, amounts) = columns(draws);
+    let row = CHARGE.first_row(
+        client,
+        &[
+            spend.account.into(),
+            pools.into(),
+            amounts.into(),
+            cost.clone().into(),
+            spend.reason.into(),
+            spend.idempotency_key.into(),
+            spend.metadata.map(|m| JsonB(m.0.clone())).into(),
+            spend.hold_id.into(),
+        ],
+    )
+    .expect("the locked account");
+    (row.column(1), row.nullable_column(2))
+}
+
+/// A new hold's id and expiry.
+pub struct Placed {
+    pub hold_id: i64,
+    pub expires_at: TimestampWithTimeZone,
+}
+
+/// Writes a hold of `amount` drawn as `draws`, expiring at `expires_at`.
+pub fn hold(
+    client: &SpiClient<'_>,
+    spend: &Spend<'_>,
+    amount: &AnyNumeric,
+    draws: &[Draw<AnyNumeric>],
+    expires_at: TimestampWithTimeZone,
+    available_after: &AnyNumeric,
+) -> Placed {
+    let _own = OwnWrite::begin(spend.account);
+    let (pools, amounts) = columns(draws);
+    let row = HOLD
+        .first_row(
+            client,
+            &[
+                spend.account.into(),
+                pools.into(),
+                amounts.into(),
+                amount.clone().into(),
+                expires_at.into(),
+                spend.reason.into(),
+                spend.idempotency_key.into(),
+                spend.metadata.map(|m| JsonB(m.0.clone())).into(),
+                available_after.clone().into(),
+            ],
+        )
+        .expect("the locked account");
+    Placed { hold_id: row.column(1), expires_at: row.column(2) }
+}
+
+/// Why parts of a hold go back to their pools.
+pub enum GiveBack {
+    Release,
+    /// The hold expired at this time.
+    Expiry(TimestampWithTimeZone),
+}
+
+/// The key of a release and the outcome it replays; the outcome gains `balance`, the
+/// balance after less `pending` (grants not in effect).
+pub struct ReleaseKey<'a> {
+    pub key: Option<&'a str>,
+    pub outcome: serde_json::Value,
+    pub pending: AnyNumeric,
+}
+
+/// Gives `parts` of hold `hold_id` back to their pools (a part of a closed grant expires
+/// at once) and takes them off the account's held; writes the release or expiry entry,
+/// with the release's key and outcome on it. Returns the balance after.
+pub fn give_back(
+    client: &SpiClient<'_>,
+    account: &str,
+    hold_id: i64,
+    parts: &[Draw<AnyNumeric>],
+    why: GiveBack,
+    keyed: Option<ReleaseKey<'_>>,
+) -> AnyNumeric {
+    let _own = OwnWrite::begin(account);
+    let (pools, amounts) = columns(parts);
+    let (kind, at) = match why {
+        GiveBack::Release => ("release", None),
+        GiveBack::Expiry(at) => ("expiry", Some(at)),
+    };
+    let (key, outcome, pending) = match keyed {
+        Some(keyed) => (keyed.key, Some(JsonB(keyed.outcome)), keyed.pending),
+        None => (None, None, AnyNumeric::from(0)),
+    };
+    GIVE_BACK
+        .first_value(
+            client,
+            &[
+                account.into(),
+                pools.into(),
+                amounts.into(),
+                kind.into(),
+                hold_id.into(),
+                at.into(),
+                key.into(),
+                outcome.into(),
+                pending.into(),
+            ],
+        )
+        .expect("the locked account")
+}
+
+/// A hold's parts from its two columns.
+pub fn parts_of(pools: Vec<i64>, parts: Vec<AnyNumeric>) -> Vec<Draw<AnyNumeric>> {
+    pools.into_iter().zip(parts).map(|(pool, amount)| Draw { pool, amount }).collect()
+}
+
+pub fn columns(draws: &[Draw<AnyNumeric>]) -> (Vec<i64>, Vec<AnyNumeric>) {
+    draws.iter().map(|draw| (draw.pool, draw.amount.clone())).unzip()
+}
+
+static PENDING: Statement = Statement {
+    sql: "SELECT coalesce(pg_catalog.sum(remaining + held), 0) FROM credits.account_grants
+           WHERE account = $1 AND closed IS NULL AND effective_at > $2",
+    args: &[TEXT, TIMESTAMPTZ],
+};
+
+static OWN_POOL: Statement = Statement {
+    sql: "SELECT remaining FROM credits.account_grants WHERE account = $1 AND grant_id = 0",
+    args: &[TEXT],
+};
+
+static POOLS_IN_BURN_ORDER: Statement = Statement {
+    sql: "SELECT grant_id, remaining, priority, category, effective_at, expires_at FROM credits.account_grants
+           WHERE account = $1 AND closed IS NULL AND remaining > 0
+           ORDER BY priority, expires_at, (category = 'paid'), effective_at, grant_id
+           LIMIT $2",
+    args: &[TEXT, INT8],
+};
+
+/// Marks the account's holds past their expiry expired and returns them; their parts go
+/// back through GIVE_BACK.
+static LAPSED_HOLDS: Statement = Statement {
+    sql: "UPDATE credits.holds SET status = 'expired', resolved_at = $2
+           WHERE account = $1 AND status = 'active' AND expires_at <= $2
+       RETURNING hold_id, pools, parts, expires_at",
+    args: &[TEXT, TIMESTAMPTZ],
+};
+
+/// Closes the account's grants past their expiry: what remains leaves the balance with an
+/// `expiry` entry dated at the expiry; what holds reserve of them stays with the holds.
+static EXPIRE_GRANTS: Statement = Statement {
+    sql: "WITH due AS (
+              SELECT grant_id, remaining, expires_at FROM credits.account_grants
+               WHERE account = $1 AND closed IS NULL AND expires_at <= $2 AND grant_id <> 0
+               ORDER BY expires_at, grant_id),
+          closed AS (
+              UPDATE credits.account_grants g SET closed = 'expired', closed_at = $2, remaining = 0
+                FROM due WHERE g.account = $1 AND g.grant_id = due.grant_id),
+          total AS (SELECT coalesce(pg_catalog.sum(remaining), 0) AS amount, pg_catalog.count(*) AS n FROM due),
+          moved AS (
+              UPDATE credits.accounts a SET balance = pg_catalog.trim_scale(a.balance - total.amount), updated_at = pg_catalog.now()
+                FROM total WHERE a.account = $1 AND total.amount <> 0
+             RETURNING a.balance),
+          entries AS (
+              INSERT INTO credits.ledger (account, amount, kind, reason, grant_id, created_at)
+              SELECT $1, -due.remaining, 'expiry', 'grant expired', due.grant_id, due.expires_at
+                FROM due WHERE due.remaining <> 0 ORDER BY due.expires_at, due.grant_id)
+          SELECT n FROM total",
+    args: &[TEXT, TIMESTAMPTZ],
+};
+
+/// $2/$3: the pools drawn and the amounts, in burn order; $4 the cost.
+static CHARGE: Statement = Statement {
+    sql: "WITH d AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::numeric[])) WITH ORDINALITY AS d(pool, amount, n)),
+          drawn AS (
+              UPDATE credits.account_grants g SET remaining = pg_catalog.trim_scale(g.remaining - d.amount)
+                FROM d WHERE g.account = $1 AND g.grant_id = d.pool),
+          moved AS (
+              UPDATE credits.accounts SET balance = pg_catalog.trim_scale(balance - $4), updated_at = pg_catalog.now()
+               WHERE account = $1
+           RETURNING balance, CASE WHEN balance < low_balance_threshold AND balance + $4 >= low_balance_threshold
+                                   THEN low_balance_threshold END AS crossed),
+          entries AS (
+              INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, metadata,
+                                          grant_id, hold_id, outcome)
+              SELECT $1, -d.amount,
+                     pg_catalog.trim_scale(moved.balance + coalesce(pg_catalog.sum(d.amount)
+                         OVER (ORDER BY d.n ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0)),
+                     'charge', $5, CASE WHEN d.n = 1 THEN $6 END, $7, NULLIF(d.pool, 0), $8,
+                     CASE WHEN d.n = 1 AND $6 IS NOT NULL AND pg_catalog.cardinality($2) > 1
+                          THEN pg_catalog.jsonb_build_object('amount', -$4, 'balance_after', moved.balance) END
+                FROM d, moved ORDER BY d.n)
+          SELECT balance, crossed FROM moved",
+    args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, NUMERIC, TEXT, TEXT, JSONB, INT8],
+};
+
+/// $2/$3 the draws, $4 the amount, $5 the expiry, $9 what is available after.
+static HOLD: Statement = Statement {
+    sql: "WITH d AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::numeric[])) AS d(pool, amount)),
+          drawn AS (
+              UPDATE credits.account_grants g SET remaining = pg_catalog.trim_scale(g.remaining - d.amount),
+                                                  held = pg_catalog.trim_scale(g.held + d.amount)
+                FROM d WHERE g.account = $1 AND g.grant_id = d.pool),
+          placed AS (
+              INSERT INTO credits.holds (account, amount, pools, parts, expires_at, reason, metadata)
+              VALUES ($1, $4, $2, $3, $5, $6, $8) RETURNING hold_id, expires_at),
+          moved AS (
+              UPDATE credits.accounts SET held = pg_catalog.trim_scale(held + $4), updated_at = pg_catalog.now()
+               WHERE account = $1 RETURNING balance),
+          entry AS (
+              INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, metadata,
+                                          hold_id, held_amount, outcome)
+              SELECT $1, 0, moved.balance, 'hold', $6, $7, $8, placed.hold_id, $4,
+                     pg_catalog.jsonb_build_object('amount', $4, 'hold_id', placed.hold_id,
+                                                   'expires_at', placed.expires_at, 'available', $9)
+                FROM placed, moved)
+          SELECT hold_id, expires_at FROM placed",
+    args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, NUMERIC, TIMESTAMPTZ, TEXT, TEXT, JSONB, NUMERIC],
+};
+
+/// $2/$3 the parts given back, $4 the entry kind (release, expiry), $5 the hold, $6 the
+/// business time of an expiry (NULL: now), $7/$8 the key and outcome of a release, $9 the
+/// balance not in effect.
+static GIVE_BACK: Statement = Statement {
+    sql: "WITH p AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::numeric[])) AS p(pool, part)),
+          returned AS (
+              UPDATE credits.account_grants g
+                 SET held = pg_catalog.trim_scale(g.held - p.part),
+                     remaining = CASE WHEN g.closed IS NULL THEN pg_catalog.trim_scale(g.remaining + p.part) ELSE g.remaining END
+                FROM p WHERE g.account = $1 AND g.grant_id = p.pool
+           RETURNING g.grant_id, p.part, g.closed IS NOT NULL AS closed),
+          lost AS (SELECT coalesce(pg_catalog.sum(part) FILTER (WHERE closed), 0) AS amount FROM returned),
+          total AS (SELECT coalesce(pg_catalog.sum(part), 0) AS held FROM p),
+          moved AS (
+              UPDATE credits.accounts a SET held = pg_catalog.trim_scale(a.held - total.held),
+                                            balance = pg_catalog.trim_scale(a.balance - lost.amount),
+                                            updated_at = pg_catalog.now()
+                FROM total, lost WHERE a.account = $1
+           RETURNING a.balance, total.held),
+          entry AS (
+              INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, hold_id,
+                                          held_amount, outcome, created_at)
+              SELECT $1, 0, moved.balance + lost.amount, $4, CASE $4 WHEN 'expiry' THEN 'hold expired' END, $7, $5,
+                     -moved.held, $8 || pg_catalog.jsonb_build_object('balance', pg_catalog.trim_scale(moved.balance - $9)),
+                     coalesce($6, pg_catalog.now())
+                FROM moved, lost),
+          expired AS (
+              INSERT INTO credits.ledger (account, amount, kind, reason, grant_id, hold_id, created_at)
+              SELECT $1, -r.part, 'expiry', 'grant expired', r.grant_id, $5, coalesce($6, pg_catalog.now())
+                FROM returned r WHERE r.closed ORDER BY r.grant_id)
+          SELECT balance FROM moved",
+    args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, TEXT, INT8, TIMESTAMPTZ, TEXT, JSONB, NUMERIC],
+};
+
+/// What an idempotency key recorded: its entry's kind, the movement's signed amount (the
+/// whole of it when it wrote several entries), its balance after and its outcome.
+pub struct Keyed {
+    pub kind: String,
+    pub amount: AnyNumeric,
+    pub balance_after: Option<AnyNumeric>,
+    pub outcome: Option<serde_json::Value>,
+}
+
+impl Keyed {
+    /// The conflict, unless the key recorded this same movement (kind and signed amount).
+    pub fn same(&self, account: &str, key: &str, kind: &'static str, amount: AnyNumeric) -> crate::error::Result<()> {
+        if self.kind == kind && self.amount == amount {
+            return Ok(());
+        }
+        Err(crate::error::CreditsError::IdempotencyConflict {
+            account: account.to_owned(),
+            idempotency_key: key.to_owned(),
+            original_kind: self.kind.clone(),
+            original_amount: self.amount.clone(),
+            kind,
+            amount,
+        })
+    }
+
+    /// A field of the outcome the keyed operation recorded.
+    pub fn field<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+        let value = self.outcome.as_ref()?.get(name)?;
+        match value {
+            serde_json::Value::String(text) => text.parse().ok(),
+            other => other.to_string().parse().ok(),
+        }
+    }
+}
+
+pub fn keyed(client: &SpiClient<'_>, account: &str, key: &str) -> Option<Keyed> {
+    KEYED.first_row(client, &[account.into(), key.into()]).map(|row| Keyed {
+        kind: row.column(1),
+        amount: row.column(2),
+        balance_after: row.nullable_column(3),
+        outcome: row.nullable_column::<JsonB>(4).map(|outcome| outcome.0),
+    })
+}
+
+/// Moves the own balance pool of a locked account with grants by `amount` (a recharge,
+/// or a direct write's adjustment, which may be negative); the entry, written by the
+/// caller, has no grant_id: the own balance.
+pub fn adjust_own_balance(client: &SpiClient<'_>, account: &str, amount: &AnyNumeric) {
+    let _own = OwnWrite::begin(account);
+    OWN_RECHARGE.first_row(client, &[account.into(), amount.clone().into()]);
+}
+
+/// What an account with grants has in grants not in effect yet at `now`.
+pub fn pending(client: &SpiClient<'_>, account: &str, now: Time) -> AnyNumeric {
+    PENDING.first_value(client, &[account.into(), timestamp(now).into()]).expect("a sum")
+}
+
+static KEYED: Statement = Statement {
+    sql: "SELECT kind, coalesce((outcome ->> 'amount')::pg_catalog.numeric, amount),
+                 coalesce((outcome ->> 'balance_after')::pg_catalog.numeric, balance_after), outcome
+            FROM credits.ledger WHERE account = $1 AND idempotency_key = $2",
+    args: &[TEXT, TEXT],
+};
+
+static OWN_RECHARGE: Statement = Statement {
+    sql: "UPDATE credits.account_grants SET remaining = pg_catalog.trim_scale(remaining + $2)
+           WHERE account = $1 AND grant_id = 0 RETURNING remaining",
+    args: &[TEXT, NUMERIC],
+};
