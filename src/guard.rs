@@ -105,7 +105,7 @@ fn refuse_write<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRo
 /// the adjustment that makes its ledger add up to its whole balance.
 static RECONCILE: Statement = Statement {
     sql: "WITH account AS (
-              SELECT account, balance, slots FROM credits.accounts WHERE account = $1 FOR UPDATE),
+              SELECT account, balance, slots, held, has_grants FROM credits.accounts WHERE account = $1 FOR UPDATE),
           slots AS (
               SELECT pg_catalog.count(*) AS n, coalesce(pg_catalog.sum(available), 0) AS available,
                      coalesce(pg_catalog.max(slot), -1) AS last, coalesce(pg_catalog.min(slot), 0) AS first

@@ -50,8 +50,21 @@ fn hold(
 
 /// Captures `amount` of the hold (NULL: all it still reserves); with `final` the rest is
 /// released in the same statement. More than it reserves is PT422, unless
-/// `overage => 'charge'` charges the excess like a plain charge.
-#[pg_extern(security_definer, volatile, parallel_unsafe)]
+/// `overage => 'charge'` charges the excess like a plain charge. Declared by hand: pgrx
+/// would name the argument `r#final` (`final` is a Rust keyword).
+#[pg_extern(sql = r#"
+CREATE FUNCTION @extschema@."capture"(
+    "hold_id" bigint,
+    "amount" numeric DEFAULT NULL,
+    "final" boolean DEFAULT true,
+    "idempotency_key" text DEFAULT NULL,
+    "reason" text DEFAULT NULL,
+    "metadata" jsonb DEFAULT NULL,
+    "overage" text DEFAULT 'refuse'
+) RETURNS TABLE ("hold_id" bigint, "captured" numeric, "released" numeric, "status" text, "balance" numeric)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+LANGUAGE c AS 'MODULE_PATHNAME', 'capture_wrapper';
+"#)]
 fn capture(
     hold_id: Option<i64>,
     amount: default!(Option<AnyNumeric>, "NULL"),
@@ -306,6 +319,7 @@ fn extend(hold_id: Option<i64>, ttl: Option<Interval>) -> Result<Option<Timestam
         let row = accounts::lock(client, &account).ok_or_else(|| not_found(&account))?;
         pools::settled(client, &account, row, now);
         read_hold(client, &account, hold_id).resolvable(now).map_err(|refusal| refused(hold_id, refusal))?;
+        let _own = OwnWrite::begin(&account);
         EXTEND.first_row(client, &[account.as_str().into(), hold_id.into(), expires_at.into()]);
         Ok(Some(expires_at).filter(|at| at.is_finite()))
     })

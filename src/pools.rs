@@ -53,6 +53,7 @@ pub fn figures(client: &SpiClient<'_>, account: &str, row: &Account, now: Time) 
 /// Writes the expiry of every hold and grant of the locked account whose time has come;
 /// returns whether anything lapsed (the row's figures then changed).
 pub fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time) -> bool {
+    let _own = OwnWrite::begin(account);
     let mut lapsed = false;
     if row.held > AnyNumeric::from(0) {
         let due = LAPSED_HOLDS.all_rows(client, &[account.into(), timestamp(now).into()]);
@@ -73,7 +74,6 @@ pub fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: 
         }
     }
     if row.has_grants {
-        let _own = OwnWrite::begin(account);
         let expired: i64 = EXPIRE_GRANTS.first_value(client, &[account.into(), timestamp(now).into()]).expect("a count");
         lapsed |= expired > 0;
     }
