@@ -4,8 +4,8 @@
 #    no IF NOT EXISTS, no @extschema@ inside a quoted string;
 #  - that released versions are frozen: sql/released/<version>.sql is each released
 #    install script. The current version, once released, must still install exactly that
-#    (comments aside), and every other released version needs its upgrade script
-#    sql/pg_credits--<released>--<current>.sql. A schema change therefore comes with a
+#    (comments aside), and every other released version needs a chain of upgrade scripts
+#    sql/pg_credits--<released>--<next>.sql up to the current one. A schema change therefore comes with a
 #    version bump and an upgrade script, or this check fails.
 source "$(dirname "$0")/common.sh"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)
@@ -25,8 +25,14 @@ for released in "$ROOT"/sql/released/*.sql; do
     if [ "$old" = "$version" ]; then
         diff <(normalize "$released") <(normalize "$script") >/dev/null \
             || fail "version $version is released but its install script changed: bump the version and add sql/pg_credits--$version--<new>.sql"
-    elif [ ! -f "$ROOT/sql/pg_credits--$old--$version.sql" ]; then
-        fail "no upgrade script sql/pg_credits--$old--$version.sql"
+    else
+        # A chain of upgrade scripts from it to this version (ALTER EXTENSION follows it).
+        at=$old
+        while [ "$at" != "$version" ]; do
+            next=$(find "$ROOT/sql" -maxdepth 1 -name "pg_credits--$at--*.sql" -printf '%f\n' | sed "s|^pg_credits--$at--\(.*\)\.sql$|\1|" | sort | head -n 1)
+            [ -n "$next" ] || { fail "no upgrade path from $old to $version (sql/pg_credits--$at--<next>.sql)"; break; }
+            at=$next
+        done
     fi
 done
 [ $failed -eq 0 ] && echo "check-sql: install script of $version passes"

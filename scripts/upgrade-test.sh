@@ -89,6 +89,7 @@ SELECT credits.create_account('acct-' || i, 100, low_balance_threshold => 10) FR
 SELECT credits.charge('acct-' || (i % 50 + 1), 1.5, idempotency_key => 'req-' || i) FROM generate_series(1, 200) i;
 SELECT credits.recharge('acct-7', 25, reason => 'top-up', metadata => '{"invoice": "inv-1"}');
 UPDATE credits.accounts SET balance = balance + 3 WHERE account = 'acct-9';
+CREATE TABLE public.before_upgrade AS SELECT account, credits.balance(account) AS balance FROM credits.accounts;
 SQL
 
     install_extension >/dev/null
@@ -103,16 +104,25 @@ SQL
         echo "upgrade-test: $old upgraded to $version differs from a fresh install of $version (- fresh, + upgraded)" >&2
         exit 1
     fi
+    # Every balance as it was (each own balance is the account's paid grant that never
+    # expires), then the old functions and the new ones on the upgraded accounts.
     result=$(psql -X -At -d "$db" -v ON_ERROR_STOP=1 <<'SQL'
+SELECT count(*) = 50 FROM public.before_upgrade b WHERE credits.balance(b.account) = b.balance;
 SELECT credits.charge('acct-1', 1.5, idempotency_key => 'req-50') = 98.5   -- replayed
        AND credits.balance('acct-1') = 94;
 SELECT credits.charge('acct-2', 1) = 93 FROM (SELECT credits.set_slots('acct-2', 4)) made_hot;
 SELECT count(*) = 2 FROM credits.charge_many(ARRAY['acct-3', 'acct-4'], ARRAY[1, 1]::numeric[]) WHERE status = 'charged';
+SELECT g.remaining = 5 AND g.balance = 99 FROM credits.grant('acct-5', 5, 'promotional') g;
+SELECT credits.charge('acct-5', 7) = 92;
+SELECT (SELECT remaining FROM credits.grants WHERE account = 'acct-5') = 0
+       AND (SELECT remaining FROM credits.account_grants WHERE account = 'acct-5' AND grant_id = 0) = 92;
+SELECT h.available = 84 AND c.balance = 90 FROM credits.hold('acct-6', 10) h, LATERAL credits.capture(h.hold_id, 4) c;
 SELECT count(*) = 0 FROM credits.accounts a
- WHERE credits.balance(a.account) <> (SELECT sum(amount) FROM credits.ledger l WHERE l.account = a.account);
+ WHERE credits.balance(a.account) <> (SELECT sum(amount) FROM credits.ledger l WHERE l.account = a.account)
+    OR a.held <> (SELECT coalesce(sum(held_amount), 0) FROM credits.ledger l WHERE l.account = a.account);
 SQL
 )
-    if [ "$result" != $'t\nt\nt\nt' ]; then
+    if [ "$result" != $'t\nt\nt\nt\nt\nt\nt\nt\nt' ]; then
         echo "upgrade-test: the upgraded data or functions are wrong:" >&2
         echo "$result" >&2
         exit 1
