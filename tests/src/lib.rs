@@ -64,28 +64,49 @@ pub fn payload(error: &DbError) -> Value {
     value
 }
 
-/// balance = sum(ledger.amount) and balance >= min_balance, for every account, a hot
-/// account's slots included (the account row itself never goes below the floor either).
+/// For every account: balance = sum(ledger.amount), held = sum(ledger.held_amount) = what
+/// its active holds still reserve, and balance - held >= min_balance, a hot account's
+/// slots included (the account row itself never goes below the floor either); an account
+/// without grants has credits.balance() = its whole balance; one with grants has its
+/// pools add up to its balance, and each grant remaining + held = the sum of its entries.
 pub fn assert_ledger_invariant(client: &mut Client) {
-    let broken: i64 = client
-        .query_one(
+    let broken: Vec<String> = client
+        .query(
             "WITH whole AS (
-                 SELECT a.account, a.balance AS row_balance, a.min_balance,
+                 SELECT a.account, a.balance AS row_balance, a.min_balance, a.held, a.has_grants,
                         a.balance + coalesce((SELECT sum(s.available) FROM credits.account_slots s
                                                WHERE s.account = a.account), 0) AS balance
                    FROM credits.accounts a)
-             SELECT count(*) FROM whole w
+             SELECT w.account FROM whole w
               WHERE w.balance <> coalesce((SELECT sum(l.amount) FROM credits.ledger l
                                             WHERE l.account = w.account), 0)
-                 OR w.balance < w.min_balance OR w.row_balance < w.min_balance
-                 OR w.balance <> credits.balance(w.account)",
+                 OR w.held <> coalesce((SELECT sum(l.held_amount) FROM credits.ledger l
+                                         WHERE l.account = w.account), 0)
+                 OR w.held <> coalesce((SELECT sum(p) FROM credits.holds h, unnest(h.parts) p
+                                         WHERE h.account = w.account AND h.status = 'active'), 0)
+                 OR w.balance - w.held < w.min_balance OR w.row_balance - w.held < w.min_balance
+                 OR (NOT w.has_grants AND w.balance <> credits.balance(w.account))
+                 OR (w.has_grants AND w.balance <> (SELECT sum(g.remaining + g.held) FROM credits.account_grants g
+                                                     WHERE g.account = w.account))
+                 OR EXISTS (SELECT FROM credits.account_grants g
+                             WHERE g.account = w.account AND g.grant_id <> 0
+                               AND (g.remaining < 0 OR g.held < 0
+                                    OR g.remaining + g.held <> coalesce((SELECT sum(l.amount) FROM credits.ledger l
+                                                                         WHERE l.account = g.account
+                                                                           AND l.grant_id = g.grant_id), 0)))",
             &[],
         )
         .unwrap()
-        .get(0);
-    assert_eq!(broken, 0, "accounts whose balance disagrees with the ledger or the floor");
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(broken.is_empty(), "accounts whose balance, holds or grants disagree with the ledger or the floor: {broken:?}");
 }
 
 pub fn balance(client: &mut Client, account: &str) -> Decimal {
     client.query_one("SELECT credits.balance($1)", &[&account]).unwrap().get(0)
+}
+
+pub fn available(client: &mut Client, account: &str) -> Decimal {
+    client.query_one("SELECT credits.available($1)", &[&account]).unwrap().get(0)
 }
