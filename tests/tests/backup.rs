@@ -1,5 +1,5 @@
 //! pg_dump and pg_restore keep every row of every table pg_credits has (accounts, ledger,
-//! the slots of hot accounts, events), as they were, restored the documented ways: a
+//! the slots of hot accounts, events, grants, holds), as they were, restored the documented ways: a
 //! custom-format dump with `pg_restore --single-transaction`, a plain one with `psql -1`.
 
 use pg_credits_client_tests::*;
@@ -25,7 +25,10 @@ fn snapshot(database: &str) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables, ["credits.account_slots", "credits.accounts", "credits.events", "credits.ledger"]);
+    assert_eq!(
+        tables,
+        ["credits.account_grants", "credits.account_slots", "credits.accounts", "credits.events", "credits.holds", "credits.ledger"]
+    );
     tables
         .iter()
         .flat_map(|table| {
@@ -55,7 +58,16 @@ fn dump_and_restore_keep_balances_and_ledger() {
              SELECT credits.create_account('big', 1000, min_balance => -50, low_balance_threshold => 900);
              SELECT credits.set_slots('big', 4);
              SELECT credits.charge('big', 7, idempotency_key => 'hot-1');
-             SELECT credits.charge('big', 200);",
+             SELECT credits.charge('big', 200);
+             SELECT credits.hold('big', 50, ttl => NULL);
+             SELECT credits.recharge('g', 20);
+             SELECT credits.grant('g', 10, 'promotional', priority => 10, expires_at => now() + interval '30 days');
+             SELECT credits.grant('g', 30, effective_at => now() + interval '1 day');
+             SELECT credits.grant('g', 5, idempotency_key => 'void-me');
+             SELECT credits.void_grant(3);
+             SELECT credits.hold('g', 12, ttl => '1 day', idempotency_key => 'h-g');
+             SELECT credits.capture((SELECT hold_id FROM credits.hold('g', 1)), 1);
+             SELECT credits.charge('g', 2);",
         )
         .unwrap();
     assert_ledger_invariant(&mut client);
@@ -89,6 +101,22 @@ fn still_works(target: &str) {
     let mut restored = connect(target);
     assert_ledger_invariant(&mut restored);
     assert_eq!(balance(&mut restored, "big"), dec("793"));
+    // The holds and grants: the open hold still reserves, and captures once; the grants
+    // keep their order and validity.
+    assert_eq!((balance(&mut restored, "g"), available(&mut restored, "g")), (dec("27"), dec("15")));
+    let hold: i64 = restored.query_one("SELECT hold_id FROM credits.hold('g', 12, ttl => '1 day', idempotency_key => 'h-g')", &[]).unwrap().get(0);
+    restored.query_one("SELECT * FROM credits.capture($1, 12)", &[&hold]).unwrap();
+    assert_eq!(db_error(restored.query_one("SELECT * FROM credits.capture($1, 1)", &[&hold])).code().code(), "PT409");
+    assert_eq!((balance(&mut restored, "g"), available(&mut restored, "g")), (dec("15"), dec("15")));
+    let statuses: Vec<String> = restored
+        .query("SELECT status FROM credits.grants WHERE account = 'g' ORDER BY grant_id", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(statuses, ["depleted", "pending", "voided"]);
+    let big_hold: i64 = restored.query_one("SELECT hold_id FROM credits.active_holds WHERE account = 'big'", &[]).unwrap().get(0);
+    restored.query_one("SELECT * FROM credits.release($1)", &[&big_hold]).unwrap();
     assert_eq!(balance(&mut restored, "overdraft"), dec("-7"));
     let replayed: rust_decimal::Decimal =
         restored.query_one("SELECT credits.charge('big', 7, idempotency_key => 'hot-1')", &[]).unwrap().get(0);
