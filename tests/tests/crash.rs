@@ -2,7 +2,10 @@
 //! with SIGKILL and restarted. After the last recovery every acknowledged operation is in
 //! the ledger exactly once, no refused one is, every operation in flight at a kill is
 //! settled exactly once by a retry with its idempotency key, and for every account
-//! balance = sum(ledger) >= min_balance. Every tenth account is hot (four slots).
+//! balance = sum(ledger) >= min_balance. Every tenth account is hot (four slots). Holds
+//! are placed and then captured or released, and promotional grants made, all with keys:
+//! each applies once, and every hold resolves at most once, its held amount accounted for
+//! to the last cent.
 //!
 //! It kills the cluster it runs on, so scripts/test.sh runs it alone: it needs
 //! PG_CREDITS_DATA (the data directory) and PG_CREDITS_START (a command that starts the
@@ -156,6 +159,46 @@ fn worker(id: usize, db: String, stop: Arc<AtomicBool>) -> Report {
                 }
                 continue;
             }
+            // A hold, then its capture (all of it) or release, each with its own key.
+            5 => {
+                let hold_key = format!("{key}-h");
+                let place = |c: &mut Client| {
+                    c.query_one("SELECT hold_id FROM credits.hold($1, $2::text::numeric, '1 hour', $3)", &[&account, &amount, &hold_key])
+                };
+                let Some((answer, was_in_flight)) = until_settled(&mut client, &db, &stop, place) else { return report };
+                let Ok(row) = answer else {
+                    report.operations.push(Operation { account, key: hold_key, settled: Settled::Refused, was_in_flight });
+                    continue;
+                };
+                report.operations.push(Operation { account: account.clone(), key: hold_key, settled: Settled::Committed, was_in_flight });
+                let hold_id: i64 = row.get(0);
+                let settle_key = format!("{key}-s");
+                let sql = if rng.next() % 2 == 0 {
+                    "SELECT status FROM credits.capture($1, NULL, true, $2)"
+                } else {
+                    "SELECT status FROM credits.release($1, 'crash test', $2)"
+                };
+                let settle = |c: &mut Client| c.query_one(sql, &[&hold_id, &settle_key]);
+                let Some((answer, was_in_flight)) = until_settled(&mut client, &db, &stop, settle) else { return report };
+                let settled = if answer.is_ok() { Settled::Committed } else { Settled::Refused };
+                report.operations.push(Operation { account, key: settle_key, settled, was_in_flight });
+                continue;
+            }
+            // A promotional grant (refused, PT403, for a hot account).
+            6 => {
+                let grant_key = format!("{key}-g");
+                let give = |c: &mut Client| {
+                    c.query_one(
+                        "SELECT grant_id FROM credits.grant($1, $2::text::numeric, 'promotional', 40, NULL,
+                                                            now() + interval '1 hour', $3)",
+                        &[&account, &amount, &grant_key],
+                    )
+                };
+                let Some((answer, was_in_flight)) = until_settled(&mut client, &db, &stop, give) else { return report };
+                let settled = if answer.is_ok() { Settled::Committed } else { Settled::Refused };
+                report.operations.push(Operation { account, key: grant_key, settled, was_in_flight });
+                continue;
+            }
             // A direct adjustment through raw SQL: the guard records it.
             2 => {
                 let result = client.execute(
@@ -284,6 +327,24 @@ fn bank_survives_postmaster_kills() {
     if broken > 0 {
         violations.push(format!("{broken} accounts break balance = sum(ledger) >= min_balance"));
     }
+    // Every hold: what its entries took off held is exactly what it no longer reserves
+    // (resolved once: a second capture or release would take more), and its captured and
+    // released parts add up to at most its amount.
+    let unresolved: i64 = client
+        .query_one(
+            "SELECT count(*) FROM credits.holds h
+              WHERE (SELECT sum(held_amount) FROM credits.ledger l WHERE l.account = h.account AND l.hold_id = h.hold_id)
+                    <> CASE WHEN h.status = 'active' THEN (SELECT coalesce(sum(p), 0) FROM unnest(h.parts) p) ELSE 0 END
+                 OR h.captured + h.released > h.amount
+                 OR (h.status IN ('captured', 'released') AND h.captured + h.released <> h.amount)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if unresolved > 0 {
+        violations.push(format!("{unresolved} holds whose entries disagree with what they reserve"));
+    }
+    assert_ledger_invariant(&mut client);
     client.query_one("SELECT credits.recharge('bank-0', 1)", &[]).expect("the server accepts new work");
     eprintln!(
         "crash test: {} operations ({committed} committed, {refused} refused, {in_flight} in flight at a kill \
