@@ -24,7 +24,8 @@ CREATE CONSTRAINT TRIGGER reconcile_inserted_account
 
 CREATE TRIGGER refuse_delete_with_balance
     BEFORE DELETE ON @extschema@.accounts
-    FOR EACH ROW WHEN (OLD.balance OPERATOR(pg_catalog.<>) 0 OR OLD.slots OPERATOR(pg_catalog.<>) 0)
+    FOR EACH ROW WHEN (OLD.balance OPERATOR(pg_catalog.<>) 0 OR OLD.slots OPERATOR(pg_catalog.<>) 0
+                       OR OLD.held OPERATOR(pg_catalog.<>) 0 OR OLD.has_grants)
     EXECUTE FUNCTION @extschema@.refuse_write();
 
 CREATE TRIGGER refuse_truncate

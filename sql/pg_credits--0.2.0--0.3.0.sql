@@ -110,6 +110,12 @@ CREATE INDEX holds_expiry ON @extschema@.holds (account, expires_at) WHERE statu
 CREATE INDEX holds_due ON @extschema@.holds (expires_at) WHERE status OPERATOR(pg_catalog.=) 'active';
 
 DROP TRIGGER reconcile_inserted_account ON @extschema@.accounts;
+DROP TRIGGER refuse_delete_with_balance ON @extschema@.accounts;
+CREATE TRIGGER refuse_delete_with_balance
+    BEFORE DELETE ON @extschema@.accounts
+    FOR EACH ROW WHEN (OLD.balance OPERATOR(pg_catalog.<>) 0 OR OLD.slots OPERATOR(pg_catalog.<>) 0
+                       OR OLD.held OPERATOR(pg_catalog.<>) 0 OR OLD.has_grants)
+    EXECUTE FUNCTION @extschema@.refuse_write();
 CREATE CONSTRAINT TRIGGER reconcile_inserted_account
     AFTER INSERT ON @extschema@.accounts
     DEFERRABLE INITIALLY DEFERRED

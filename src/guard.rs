@@ -84,7 +84,7 @@ fn refuse_write<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRo
             "credits.accounts cannot be truncated: balances would vanish without ledger entries."
         }
         ("accounts", _) => {
-            "An account whose balance is not zero, or that has slots, cannot be deleted."
+            "An account whose balance is not zero, or that has slots, holds or grants, cannot be deleted."
         }
         ("account_slots", _) => {
             "The slots of a hot account change only through pg_credits: use credits.set_slots."

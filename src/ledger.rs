@@ -235,7 +235,8 @@ impl Entry<'_> {
     fn apply_directly(&self) -> Option<AnyNumeric> {
         let eligible = self.movement == Movement::Charge
             && !self.amount.is_zero()
-            && hot::known_slots(self.account).is_none();
+            && hot::known_slots(self.account).is_none()
+            && !pools::known_to_have_grants(self.account);
         if !eligible {
             return None;
         }
@@ -249,6 +250,9 @@ impl Entry<'_> {
     pub fn apply(&self, client: &SpiClient<'_>) -> Result<Applied> {
         if let Some(slots) = hot::known_slots(self.account) {
             return hot::apply(client, self, slots);
+        }
+        if pools::known_to_have_grants(self.account) {
+            return self.apply_locked(client);
         }
         if self.idempotency_key.is_none() && !self.amount.is_zero() {
             if let Some(balance_after) = self.try_apply(client, self.movement.statement()) {

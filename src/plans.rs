@@ -87,8 +87,36 @@ impl Statement {
     ) -> SpiTupleTable<'conn> {
         crate::compat::with_pinned_search_path(|| {
             let plan = self.plan(client).expect("the extension's SQL prepares");
+            let _generic = GenericPlan::force();
             client.select(plan, None, args).expect("the extension's SQL runs")
         })
+    }
+}
+
+/// While alive, the plan cache uses each statement's generic plan. Why: PostgreSQL plans
+/// a prepared statement afresh for every execution while it estimates a custom plan
+/// cheaper, and for a statement over arrays (one row per pool a charge draws from) the
+/// custom plan, which knows their length, always looks cheaper: re-planning cost a charge
+/// of an account with grants four times its execution. The setting is restored on every
+/// exit (an error unwinds through the drop).
+struct GenericPlan(std::ffi::c_int);
+
+impl GenericPlan {
+    fn force() -> GenericPlan {
+        // SAFETY: plan_cache_mode is the backend's GUC variable, read by the plan cache
+        // when it chooses a plan; this backend is single-threaded.
+        unsafe {
+            let saved = pgrx::pg_sys::plan_cache_mode;
+            pgrx::pg_sys::plan_cache_mode = pgrx::pg_sys::PlanCacheMode::PLAN_CACHE_MODE_FORCE_GENERIC_PLAN as std::ffi::c_int;
+            GenericPlan(saved)
+        }
+    }
+}
+
+impl Drop for GenericPlan {
+    fn drop(&mut self) {
+        // SAFETY: see force.
+        unsafe { pgrx::pg_sys::plan_cache_mode = self.0 };
     }
 }
 

@@ -20,39 +20,67 @@ use crate::plans::{OwnWrite, Statement, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERI
 use pgrx::datetime::TimestampWithTimeZone;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
+use std::cell::RefCell;
+use std::collections::HashSet;
 
 /// How many pools a spend reads in burn order before it reads them all.
 const FIRST_READ: i64 = 16;
 
+/// How many accounts with grants a backend remembers (see [`known_to_have_grants`]).
+const REMEMBERED: usize = 10_000;
+
+thread_local! {
+    static WITH_GRANTS: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// Whether this backend has seen the account with grants, so that its charges go straight
+/// to the locked path instead of first trying the direct and fast paths, which would step
+/// aside. An account keeps `has_grants` once it has it, so the hint can only be stale for
+/// an account deleted and opened again, which the locked path corrects.
+pub fn known_to_have_grants(account: &str) -> bool {
+    WITH_GRANTS.with_borrow(|known| known.contains(account))
+}
+
+pub fn remember(account: &str, has_grants: bool) {
+    WITH_GRANTS.with_borrow_mut(|known| {
+        if !has_grants {
+            known.remove(account);
+        } else if !known.contains(account) {
+            if known.len() >= REMEMBERED {
+                known.clear();
+            }
+            known.insert(account.to_owned());
+        }
+    });
+}
+
 /// The locked account `row` (a hot one gathered) once what has lapsed is written, and its
-/// decision figures.
+/// decision figures: its balance less grants not in effect yet.
 pub fn settled(client: &SpiClient<'_>, account: &str, row: Account, now: Time) -> (Account, Figures<AnyNumeric>) {
-    let row = if settle_lapsed(client, account, &row, now) {
+    remember(account, row.has_grants);
+    let (pending, grants_due) = if row.has_grants {
+        let state = GRANT_STATE.first_row(client, &[account.into(), timestamp(now).into()]).expect("one row");
+        (state.column(1), state.column(2))
+    } else {
+        (AnyNumeric::from(0), false)
+    };
+    let row = if settle_lapsed(client, account, &row, now, grants_due) {
         accounts::lock(client, account).expect("the account is locked")
     } else {
         row
     };
-    let figures = figures(client, account, &row, now);
-    (row, figures)
-}
-
-/// The decision figures of a locked account: its balance less grants not in effect yet.
-pub fn figures(client: &SpiClient<'_>, account: &str, row: &Account, now: Time) -> Figures<AnyNumeric> {
-    let pending = if row.has_grants {
-        pending(client, account, now)
-    } else {
-        AnyNumeric::from(0)
-    };
-    Figures {
+    let figures = Figures {
         balance: canonical(row.balance.clone() - pending),
         held: row.held.clone(),
         min_balance: row.min_balance.clone(),
-    }
+    };
+    (row, figures)
 }
 
 /// Writes the expiry of every hold and grant of the locked account whose time has come;
-/// returns whether anything lapsed (the row's figures then changed).
-pub fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time) -> bool {
+/// returns whether anything lapsed (the row's figures then changed). Holds are looked for
+/// only when the account holds anything, grants only when one is due.
+fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time, grants_due: bool) -> bool {
     let _own = OwnWrite::begin(account);
     let mut lapsed = false;
     if row.held > AnyNumeric::from(0) {
@@ -73,7 +101,7 @@ pub fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: 
             lapsed = true;
         }
     }
-    if row.has_grants {
+    if grants_due {
         let expired: i64 = EXPIRE_GRANTS.first_value(client, &[account.into(), timestamp(now).into()]).expect("a count");
         lapsed |= expired > 0;
     }
@@ -85,23 +113,30 @@ pub fn pools(client: &SpiClient<'_>, account: &str, row: &Account, cost: &AnyNum
     if !row.has_grants {
         return vec![Pool::own_balance(canonical(row.balance.clone() - row.held.clone()))];
     }
-    let own: AnyNumeric = OWN_POOL.first_value(client, &[account.into()]).expect("an account with grants has its own pool");
     let read = |limit: i64| -> (Vec<Pool<AnyNumeric>>, bool) {
-        let rows = POOLS_IN_BURN_ORDER.all_rows(client, &[account.into(), limit.into()]);
-        let all = (rows.len() as i64) < limit;
-        let mut pools: Vec<Pool<AnyNumeric>> = rows
-            .map(|row| Pool {
-                id: row.get(1).unwrap().expect("grant_id"),
-                remaining: row.get(2).unwrap().expect("remaining"),
+        let mut read_in_order = 0;
+        let mut pools = Vec::new();
+        for row in POOLS_IN_BURN_ORDER.all_rows(client, &[account.into(), limit.into()]) {
+            let in_order: bool = row.get(7).unwrap().expect("which part");
+            read_in_order += i64::from(in_order);
+            let id: i64 = row.get(1).unwrap().expect("grant_id");
+            let remaining: AnyNumeric = row.get(2).unwrap().expect("remaining");
+            if id == decide::OWN_BALANCE {
+                if !in_order {
+                    pools.push(Pool::own_balance(remaining));
+                }
+                continue;
+            }
+            pools.push(Pool {
+                id,
+                remaining,
                 priority: row.get(3).unwrap().expect("priority"),
                 category: decide::Category::parse(&row.get::<String>(4).unwrap().expect("category")).expect("a known category"),
                 effective_at: input::time(row.get(5).unwrap().expect("effective_at")),
                 expires_at: input::time(row.get(6).unwrap().expect("expires_at")),
-            })
-            .filter(|pool| pool.id != decide::OWN_BALANCE)
-            .collect();
-        pools.push(Pool::own_balance(own.clone()));
-        (pools, all)
+            });
+        }
+        (pools, read_in_order < limit)
     };
     let (first, all) = read(FIRST_READ);
     if all || decide::covers(cost, &first, now) {
@@ -242,22 +277,25 @@ pub fn columns(draws: &[Draw<AnyNumeric>]) -> (Vec<i64>, Vec<AnyNumeric>) {
     draws.iter().map(|draw| (draw.pool, draw.amount.clone())).unzip()
 }
 
-static PENDING: Statement = Statement {
-    sql: "SELECT coalesce(pg_catalog.sum(remaining + held), 0) FROM credits.account_grants
-           WHERE account = $1 AND closed IS NULL AND effective_at > $2",
+/// What grants not in effect yet at $2 hold, and whether a grant is due to expire.
+static GRANT_STATE: Statement = Statement {
+    sql: "SELECT (SELECT coalesce(pg_catalog.sum(remaining + held), 0) FROM credits.account_grants
+                   WHERE account = $1 AND closed IS NULL AND effective_at > $2),
+                 EXISTS (SELECT FROM credits.account_grants
+                          WHERE account = $1 AND closed IS NULL AND expires_at <= $2 AND grant_id <> 0)",
     args: &[TEXT, TIMESTAMPTZ],
 };
 
-static OWN_POOL: Statement = Statement {
-    sql: "SELECT remaining FROM credits.account_grants WHERE account = $1 AND grant_id = 0",
-    args: &[TEXT],
-};
-
+/// The first $2 open pools with money in burn order (the last column true), then the own
+/// balance, whatever it holds (false).
 static POOLS_IN_BURN_ORDER: Statement = Statement {
-    sql: "SELECT grant_id, remaining, priority, category, effective_at, expires_at FROM credits.account_grants
-           WHERE account = $1 AND closed IS NULL AND remaining > 0
-           ORDER BY priority, expires_at, (category = 'paid'), effective_at, grant_id
-           LIMIT $2",
+    sql: "(SELECT grant_id, remaining, priority, category, effective_at, expires_at, true FROM credits.account_grants
+            WHERE account = $1 AND closed IS NULL AND remaining > 0
+            ORDER BY priority, expires_at, (category = 'paid'), effective_at, grant_id
+            LIMIT $2)
+          UNION ALL
+          SELECT grant_id, remaining, priority, category, effective_at, expires_at, false FROM credits.account_grants
+           WHERE account = $1 AND grant_id = 0",
     args: &[TEXT, INT8],
 };
 
@@ -430,7 +468,7 @@ pub fn adjust_own_balance(client: &SpiClient<'_>, account: &str, amount: &AnyNum
 
 /// What an account with grants has in grants not in effect yet at `now`.
 pub fn pending(client: &SpiClient<'_>, account: &str, now: Time) -> AnyNumeric {
-    PENDING.first_value(client, &[account.into(), timestamp(now).into()]).expect("a sum")
+    GRANT_STATE.first_value(client, &[account.into(), timestamp(now).into()]).expect("a sum")
 }
 
 static KEYED: Statement = Statement {
