@@ -6,6 +6,7 @@ bench/run.sh, which starts the cluster; standard library only.
     bench/run.sh            # full suite (under 15 minutes on 2 cores; BENCHMARKS.md says how long)
     bench/run.sh --quick    # the same rows, shorter, no 10M-row ledger (under 3 minutes)
     bench/run.sh --versions # only the rows of the per-version table, for PG_CREDITS_PG's version
+    bench/run.sh --holds-grants # only the rows of holds and grants and the plain charge, durable
 """
 import csv
 import json
@@ -22,6 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 QUICK = "--quick" in sys.argv
 VERSIONS = "--versions" in sys.argv
+HOLDS_AND_GRANTS = "--holds-grants" in sys.argv
 # The per-version figures, one run each, kept between runs (each version is run on its own).
 VERSION_FIGURES = HERE / "versions.json"
 SECONDS = 3 if QUICK else 15
@@ -127,6 +129,11 @@ ROWS = [
     ("hot account (32 slots), 32 clients", "hot_slots.sql", 32, None),
     ("hot account (16 slots), 32 clients", "hot_16_slots.sql", 32, None),
     ("hot account (32 slots) with idempotency keys, 32 clients", "hot_slots_keyed.sql", 32, None),
+    ("hold + capture, two transactions, 8 clients", "hold_capture.sql", 8, None),
+    ("charge drawing from 5 grants, rolled back, 8 clients", "charge_5_grants.sql", 8, None),
+    ("plain charge, rolled back, 8 clients", "charge_rolled_back.sql", 8, None),
+    ("charge, account with 1 grant, 8 clients", "charge_1_grant.sql", 8, None),
+    ("charge, account with 1,000 active grants, 8 clients", "charge_1000_grants.sql", 8, None),
     ("charge_many, batches of 1,000, 1 client", "batch_1000.sql", 1, None),
     ("charge_many, batches of 10,000, 1 client", "batch_10000.sql", 1, None),
     ("ledger at 1M rows: credits.charge, 8 clients", "charge.sql", 8, 1_000_000),
@@ -210,9 +217,50 @@ def record_version():
     print("\n".join(versions_section()))
 
 
+# The rows of holds and grants, with the plain charge they are compared with.
+HOLD_AND_GRANT_ROWS = [
+    "credits.charge, 8 clients",
+    "hold + capture, two transactions, 8 clients",
+    "charge drawing from 5 grants, rolled back, 8 clients",
+    "plain charge, rolled back, 8 clients",
+    "charge, account with 1 grant, 8 clients",
+    "charge, account with 1,000 active grants, 8 clients",
+]
+
+
+def holds_and_grants_section(results):
+    lines = ["", "## Holds and grants", "",
+             f"`bench/run.sh --holds-grants` on PostgreSQL {server_version()}: durable, {SECONDS} s per row in "
+             f"{ROUNDS} interleaved rounds. The 5-grant accounts hold five grants of 1 ahead of their own balance, so a "
+             "charge of 5 draws from all five (five ledger entries); it is rolled back, and so is the plain charge it is "
+             "compared with, so the grants last the run. The 1- and 1,000-grant rows charge 20 accounts whose first "
+             "grant in burn order pays.", "",
+             "| row | TPS | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['row']} | {r['tps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.2f} |" for r in results]
+    lines += ["", "| target | measured | met |", "|---|---:|---|"]
+    lines += [f"| {name} | {value} | {'yes' if met else '**no**'} |" for name, value, met in targets(results)]
+    return lines
+
+
+def record_holds_and_grants():
+    """`--holds-grants`: measures the rows of holds and grants and rewrites their section."""
+    lines = holds_and_grants_section(measure({"durable": HOLD_AND_GRANT_ROWS}))
+    report = HERE.parent / "BENCHMARKS.md"
+    head, _, versions = report.read_text().partition("\n## PostgreSQL versions\n")
+    head = head.split("\n## Holds and grants\n")[0].rstrip("\n")
+    text = "\n".join([head] + lines) + "\n"
+    if versions:
+        text += "\n## PostgreSQL versions\n" + versions
+    report.write_text(text)
+    print("\n".join(lines))
+
+
 def main():
     if VERSIONS:
         record_version()
+        return
+    if HOLDS_AND_GRANTS:
+        record_holds_and_grants()
         return
     started = time.monotonic()
     reset_database()
@@ -271,6 +319,14 @@ def targets(results):
     ]
     checks.append(("hot account, 32 slots ÷ plain TPS, 32 clients, durable ≥ 4",
                    ratio("durable", "hot account (32 slots), 32", "hot account (plain)"), lambda v: v >= 4))
+    checks += [
+        ("hold + capture pair ÷ plain charge TPS, 8 clients, durable ≥ 0.45",
+         ratio("durable", "hold + capture", "credits.charge, 8"), lambda v: v >= 0.45),
+        ("charge from 5 grants ÷ plain charge TPS (both rolled back), 8 clients ≥ 0.6",
+         ratio("durable", "charge drawing from 5 grants", "plain charge, rolled back"), lambda v: v >= 0.6),
+        ("charge with 1,000 active grants ÷ with 1 grant TPS, 8 clients, durable ≥ 0.8",
+         ratio("durable", "charge, account with 1,000", "charge, account with 1 grant"), lambda v: v >= 0.8),
+    ]
     found = [(name, f"{value:.2f}", test(value)) for name, value, test in checks if value is not None]
     batch = find_row(results, "durable", "charge_many, batches of 10,000")
     if batch:

@@ -6,7 +6,12 @@ GRANT EXECUTE ON FUNCTION
     credits.charge(text, numeric, text, text, jsonb),
     credits.balance(text),
     credits.can_afford(text, numeric),
-    credits.charge_many(text[], numeric[], text[], text, boolean)
+    credits.charge_many(text[], numeric[], text[], text, boolean),
+    credits.available(text),
+    credits.hold(text, numeric, interval, text, text, jsonb),
+    credits.capture(bigint, numeric, boolean, text, text, jsonb, text),
+    credits.release(bigint, text, text),
+    credits.extend_hold(bigint, interval)
 TO app_role;
 
 -- Billing administration: tops accounts up and manages their settings.
@@ -18,8 +23,14 @@ GRANT EXECUTE ON FUNCTION
     credits.set_metadata(text, jsonb),
     credits.set_slots(text, integer),
     credits.balance(text),
-    credits.can_afford(text, numeric)
+    credits.can_afford(text, numeric),
+    credits.available(text),
+    credits."grant"(text, numeric, text, integer, timestamptz, timestamptz, text, text, jsonb),
+    credits.void_grant(bigint, text, text),
+    credits.set_grant_expiry(bigint, timestamptz),
+    credits.expire_holds(integer),
+    credits.expire_grants(integer)
 TO billing_role;
-GRANT SELECT ON credits.accounts, credits.ledger, credits.events TO billing_role;
+GRANT SELECT ON credits.accounts, credits.ledger, credits.events, credits.grants, credits.active_holds TO billing_role;
 -- An alert consumer that prunes what it has processed also needs:
 -- GRANT DELETE ON credits.events TO billing_role;
