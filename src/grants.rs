@@ -71,7 +71,7 @@ fn set_grant_expiry(grant_id: Option<i64>, expires_at: Option<TimestampWithTimeZ
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn expire_grants(max_rows: default!(Option<i32>, 1000)) -> i32 {
-    unwrap_or_raise(expire_due(max_rows))
+    pools::expire_due(&DUE_ACCOUNTS, &DUE_OF, max_rows)
 }
 
 /// A grant's terms, checked.
@@ -237,25 +237,6 @@ fn reexpire(grant_id: Option<i64>, expires_at: Option<TimestampWithTimeZone>) ->
         // An expiry in the past takes effect now.
         pools::settled(client, &account, row, now);
         Ok(())
-    })
-}
-
-fn expire_due(max_rows: Option<i32>) -> Result<i32> {
-    let max_rows = max_rows.unwrap_or(1000).max(0);
-    let now = input::now();
-    Spi::connect_mut(|client| {
-        let due: Vec<String> = DUE_ACCOUNTS
-            .all_rows(client, &[input::timestamp(now).into(), max_rows.into()])
-            .map(|row| row.get(1).unwrap().expect("account"))
-            .collect();
-        let mut expired = 0;
-        for account in due {
-            let Some(row) = accounts::lock(client, &account) else { continue };
-            let count: i64 = DUE_OF.first_value(client, &[account.as_str().into(), input::timestamp(now).into()]).expect("a count");
-            pools::settled(client, &account, row, now);
-            expired += count as i32;
-        }
-        Ok(expired)
     })
 }
 

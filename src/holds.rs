@@ -118,7 +118,7 @@ fn extend_hold(hold_id: Option<i64>, ttl: Option<Interval>) -> Option<TimestampW
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn expire_holds(max_rows: default!(Option<i32>, 1000)) -> i32 {
-    unwrap_or_raise(expire_due(max_rows))
+    pools::expire_due(&DUE_ACCOUNTS, &DUE_OF, max_rows)
 }
 
 fn place(
@@ -325,26 +325,6 @@ fn extend(hold_id: Option<i64>, ttl: Option<Interval>) -> Result<Option<Timestam
     })
 }
 
-fn expire_due(max_rows: Option<i32>) -> Result<i32> {
-    let max_rows = max_rows.unwrap_or(1000).max(0);
-    let now = input::now();
-    Spi::connect_mut(|client| {
-        let accounts: Vec<String> = DUE_ACCOUNTS
-            .all_rows(client, &[input::timestamp(now).into(), max_rows.into()])
-            .map(|row| row.get(1).unwrap().expect("account"))
-            .collect();
-        let mut expired = 0;
-        for account in accounts {
-            let Some(row) = accounts::lock(client, &account) else { continue };
-            let before: i64 = ACTIVE_HOLDS.first_value(client, &[account.as_str().into()]).expect("a count");
-            pools::settled(client, &account, row, now);
-            let after: i64 = ACTIVE_HOLDS.first_value(client, &[account.as_str().into()]).expect("a count");
-            expired += (before - after) as i32;
-        }
-        Ok(expired)
-    })
-}
-
 /// The hold's state, read under its account's lock.
 fn read_hold(client: &SpiClient<'_>, account: &str, hold_id: i64) -> Hold<AnyNumeric> {
     let row = READ_HOLD.first_row(client, &[account.into(), hold_id.into()]).expect("the hold of this account");
@@ -421,9 +401,9 @@ static READ_HOLD: Statement = Statement {
     args: &[TEXT, INT8],
 };
 
-static ACTIVE_HOLDS: Statement = Statement {
-    sql: "SELECT pg_catalog.count(*) FROM credits.holds WHERE account = $1 AND status = 'active'",
-    args: &[TEXT],
+static DUE_OF: Statement = Statement {
+    sql: "SELECT pg_catalog.count(*) FROM credits.holds WHERE account = $1 AND status = 'active' AND expires_at <= $2",
+    args: &[TEXT, TIMESTAMPTZ],
 };
 
 static DUE_ACCOUNTS: Statement = Statement {

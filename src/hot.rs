@@ -446,6 +446,9 @@ pub fn gather(client: &SpiClient<'_>, account: &str) -> AnyNumeric {
 
 /// Spreads a locked account over its slots again; nothing for a plain account.
 pub fn spread(client: &SpiClient<'_>, account: &str, slots: i32) {
+    if slots == 0 {
+        return;
+    }
     spread_over(client, account, &(0..slots).collect::<Vec<_>>());
 }
 

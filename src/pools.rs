@@ -19,6 +19,7 @@ use crate::input::{self, canonical, timestamp};
 use crate::plans::{OwnWrite, Statement, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERIC_ARRAY, TEXT, TIMESTAMPTZ};
 use pgrx::datetime::TimestampWithTimeZone;
 use pgrx::spi::SpiClient;
+use pgrx::spi::Spi;
 use pgrx::{AnyNumeric, JsonB};
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -106,6 +107,28 @@ fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time
         lapsed |= expired > 0;
     }
     lapsed
+}
+
+/// `expire_holds` and `expire_grants`: settles the accounts `due_accounts` ($1 now, $2 at
+/// most how many items) names, one lock at a time, and returns how many items expired
+/// (`due_of` counts an account's, $1 the account, $2 now).
+pub fn expire_due(due_accounts: &'static Statement, due_of: &'static Statement, max_rows: Option<i32>) -> i32 {
+    let max_rows = max_rows.unwrap_or(1000).max(0);
+    let now = input::now();
+    Spi::connect_mut(|client| {
+        let due: Vec<String> = due_accounts
+            .all_rows(client, &[timestamp(now).into(), max_rows.into()])
+            .map(|row| row.get(1).unwrap().expect("account"))
+            .collect();
+        let mut expired = 0;
+        for account in due {
+            let Some(row) = accounts::lock(client, &account) else { continue };
+            let count: i64 = due_of.first_value(client, &[account.as_str().into(), timestamp(now).into()]).expect("a count");
+            settled(client, &account, row, now);
+            expired += count as i32;
+        }
+        expired
+    })
 }
 
 /// The pools a spend of `cost` draws from, in burn order: enough to cover it, or all.
