@@ -93,11 +93,13 @@ static LOCK: Statement = Statement {
     sql: "SELECT balance, min_balance, slots, low_balance_threshold, held, has_grants
             FROM credits.accounts WHERE account = $1 FOR UPDATE",
     args: &[TEXT],
+    generic: false,
 };
 
 static SLOTS: Statement = Statement {
     sql: "SELECT slots FROM credits.accounts WHERE account = $1",
     args: &[TEXT],
+    generic: false,
 };
 
 /// The figures of account $1 in effect at $2, as of the statement's snapshot, without
@@ -127,12 +129,14 @@ static FIGURES_NOW: Statement = Statement {
                  a.min_balance
             FROM a",
     args: &[TEXT, TIMESTAMPTZ],
+    generic: false,
 };
 
 static OPEN_EMPTY: Statement = Statement {
     sql: "INSERT INTO credits.accounts (account, balance) VALUES ($1, 0)
           ON CONFLICT (account) DO NOTHING RETURNING balance",
     args: &[TEXT],
+    generic: false,
 };
 
 /// Opens at balance 0: the initial balance then moves in with its ledger entry, like any
@@ -143,6 +147,7 @@ static OPEN: Statement = Statement {
           VALUES ($1, 0, $2, $3, $4)
           ON CONFLICT (account) DO NOTHING RETURNING balance",
     args: &[TEXT, NUMERIC, NUMERIC, JSONB],
+    generic: false,
 };
 
 static OPENING_ENTRY: Statement = Statement {
@@ -154,6 +159,7 @@ static OPENING_ENTRY: Statement = Statement {
           SELECT account, $2, balance, 'opening', 'initial balance' FROM moved
           RETURNING balance_after",
     args: &[TEXT, NUMERIC],
+    generic: false,
 };
 
 /// $4: whether $3 is the new threshold (false keeps the current one).
@@ -163,12 +169,14 @@ static SET_LIMITS: Statement = Statement {
                  low_balance_threshold = CASE WHEN $4 THEN $3 ELSE low_balance_threshold END
            WHERE account = $1 RETURNING account",
     args: &[TEXT, NUMERIC, NUMERIC, BOOL],
+    generic: false,
 };
 
 static SET_METADATA: Statement = Statement {
     sql: "UPDATE credits.accounts SET metadata = $2, updated_at = pg_catalog.now()
            WHERE account = $1 RETURNING account",
     args: &[TEXT, JSONB],
+    generic: false,
 };
 
 /// Locks the account row until the end of the transaction.

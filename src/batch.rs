@@ -100,6 +100,7 @@ static LOCK_ACCOUNTS: Statement = Statement {
                  ctid, held, has_grants
             FROM credits.accounts WHERE account = ANY ($1) ORDER BY account FOR UPDATE",
     args: &[TEXT_ARRAY],
+    generic: false,
 };
 
 static FIND_KEYS: Statement = Statement {
@@ -109,6 +110,7 @@ static FIND_KEYS: Statement = Statement {
             FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) AS k(account, key)
             JOIN credits.ledger l ON l.account = k.account AND l.idempotency_key = k.key",
     args: &[TEXT_ARRAY, TEXT_ARRAY],
+    generic: false,
 };
 
 /// What `direct::settle` writes, for tables it cannot write directly (say, with a trigger
@@ -125,6 +127,7 @@ static APPLY: Statement = Statement {
                             pg_catalog.unnest($5::pg_catalog.numeric[]), pg_catalog.unnest($6::pg_catalog.text[]))
                  AS e(account, amount, balance_after, key)",
     args: &[TEXT_ARRAY, NUMERIC_ARRAY, TEXT_ARRAY, NUMERIC_ARRAY, NUMERIC_ARRAY, TEXT_ARRAY, TEXT],
+    generic: false,
 };
 
 /// What an idempotency key already recorded, in the ledger or earlier in this batch.

@@ -264,11 +264,13 @@ fn account_of(client: &SpiClient<'_>, grant_id: i64) -> Result<String> {
 static GRANT_ACCOUNT: Statement = Statement {
     sql: "SELECT account FROM credits.account_grants WHERE grant_id = $1 AND grant_id <> 0",
     args: &[INT8],
+    generic: true,
 };
 
 static OWN_POOL: Statement = Statement {
     sql: "SELECT remaining FROM credits.account_grants WHERE account = $1 AND grant_id = 0",
     args: &[TEXT],
+    generic: true,
 };
 
 /// The account's first grant: its own balance (less what holds reserve of it) becomes
@@ -283,6 +285,7 @@ static POOL_OWN_BALANCE: Statement = Statement {
                 FROM credits.accounts WHERE account = $1)
           UPDATE credits.accounts SET has_grants = true WHERE account = $1 RETURNING has_grants",
     args: &[TEXT],
+    generic: true,
 };
 
 /// $2 the amount, $3 what repays the overdraft, $11 the balance not yet in effect after.
@@ -311,6 +314,7 @@ static GRANT: Statement = Statement {
                 FROM moved WHERE $3 <> 0)
           SELECT granted.grant_id, pg_catalog.trim_scale(moved.balance - $11) FROM granted, moved",
     args: &[TEXT, NUMERIC, NUMERIC, TEXT, INT4, TIMESTAMPTZ, TIMESTAMPTZ, TEXT, TEXT, JSONB, NUMERIC],
+    generic: true,
 };
 
 /// Closes an open grant of the locked account; $6 the balance not in effect.
@@ -333,12 +337,14 @@ static VOID: Statement = Statement {
                 FROM moved)
           SELECT remaining, pg_catalog.trim_scale(balance - $6) FROM moved",
     args: &[TEXT, INT8, TIMESTAMPTZ, TEXT, TEXT, NUMERIC],
+    generic: true,
 };
 
 static SET_EXPIRY: Statement = Statement {
     sql: "UPDATE credits.account_grants SET expires_at = $3
            WHERE account = $1 AND grant_id = $2 AND closed IS NULL AND $3 > effective_at RETURNING grant_id",
     args: &[TEXT, INT8, TIMESTAMPTZ],
+    generic: true,
 };
 
 static DUE_ACCOUNTS: Statement = Statement {
@@ -346,10 +352,12 @@ static DUE_ACCOUNTS: Statement = Statement {
               SELECT account FROM credits.account_grants WHERE closed IS NULL AND expires_at <= $1
                ORDER BY expires_at LIMIT $2) due",
     args: &[TIMESTAMPTZ, INT4],
+    generic: true,
 };
 
 static DUE_OF: Statement = Statement {
     sql: "SELECT pg_catalog.count(*) FROM credits.account_grants
            WHERE account = $1 AND closed IS NULL AND expires_at <= $2 AND grant_id <> 0",
     args: &[TEXT, TIMESTAMPTZ],
+    generic: true,
 };

@@ -134,12 +134,14 @@ static RECONCILE: Statement = Statement {
                 FROM gap WHERE amount <> 0)
           SELECT ok FROM checked",
     args: &[TEXT],
+    generic: false,
 };
 
 static ADJUSTMENT: Statement = Statement {
     sql: "INSERT INTO credits.ledger (account, amount, balance_after, kind, reason)
           VALUES ($1, $2, $3, 'adjustment', 'direct write to credits.accounts') RETURNING id",
     args: &[TEXT, NUMERIC, NUMERIC],
+    generic: false,
 };
 
 fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {

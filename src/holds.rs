@@ -394,16 +394,19 @@ fn not_found(account: &str) -> CreditsError {
 static HOLD_ACCOUNT: Statement = Statement {
     sql: "SELECT account FROM credits.holds WHERE hold_id = $1",
     args: &[INT8],
+    generic: true,
 };
 
 static READ_HOLD: Statement = Statement {
     sql: "SELECT status, expires_at, pools, parts FROM credits.holds WHERE account = $1 AND hold_id = $2",
     args: &[TEXT, INT8],
+    generic: true,
 };
 
 static DUE_OF: Statement = Statement {
     sql: "SELECT pg_catalog.count(*) FROM credits.holds WHERE account = $1 AND status = 'active' AND expires_at <= $2",
     args: &[TEXT, TIMESTAMPTZ],
+    generic: true,
 };
 
 static DUE_ACCOUNTS: Statement = Statement {
@@ -411,11 +414,13 @@ static DUE_ACCOUNTS: Statement = Statement {
               SELECT account FROM credits.holds WHERE status = 'active' AND expires_at <= $1
                ORDER BY expires_at LIMIT $2) due",
     args: &[TIMESTAMPTZ, INT4],
+    generic: true,
 };
 
 static EXTEND: Statement = Statement {
     sql: "UPDATE credits.holds SET expires_at = $3 WHERE account = $1 AND hold_id = $2 RETURNING expires_at",
     args: &[TEXT, INT8, TIMESTAMPTZ],
+    generic: true,
 };
 
 /// The capture of a locked hold: $3/$4 the parts taken (in burn order), $5/$6 what this
@@ -460,4 +465,5 @@ static RESOLVE: Statement = Statement {
           SELECT balance, crossed FROM moved",
     args: &[TEXT, INT8, INT8_ARRAY, NUMERIC_ARRAY, NUMERIC, NUMERIC, TEXT, INT8_ARRAY, NUMERIC_ARRAY, TIMESTAMPTZ, TEXT, TEXT, TEXT,
             JSONB, NUMERIC],
+    generic: true,
 };

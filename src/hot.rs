@@ -124,7 +124,7 @@ macro_rules! take_sql {
 const TAKE_ARGS: &[pg_sys::PgOid] = &[TEXT, NUMERIC, TEXT, TEXT, JSONB, INT4];
 
 /// From slot $6, waiting for a transaction that is charging it.
-static TAKE_FROM_SLOT: Statement = Statement { sql: take_sql!(chosen: "SELECT $6 AS slot"), args: TAKE_ARGS };
+static TAKE_FROM_SLOT: Statement = Statement { sql: take_sql!(chosen: "SELECT $6 AS slot"), args: TAKE_ARGS, generic: false };
 
 /// From the first slot from $6 on (wrapping around) that can pay and that no other
 /// transaction is charging; nothing if every such slot is busy.
@@ -133,6 +133,7 @@ static TAKE_FROM_FREE_SLOT: Statement = Statement {
                              WHERE account = $1 AND available >= $2
                              ORDER BY slot < $6, slot LIMIT 1 FOR UPDATE SKIP LOCKED"),
     args: TAKE_ARGS,
+    generic: false,
 };
 
 /// Moves the money of the slots it locks (`lock`: every slot, or only those no other
@@ -159,10 +160,10 @@ macro_rules! gather_sql {
 }
 
 /// Every slot, waiting for the transactions charging them: the row then has the whole balance.
-static GATHER: Statement = Statement { sql: gather_sql!(lock: "FOR UPDATE"), args: &[TEXT] };
+static GATHER: Statement = Statement { sql: gather_sql!(lock: "FOR UPDATE"), args: &[TEXT], generic: false };
 
 /// The slots no other transaction is charging.
-static GATHER_FREE: Statement = Statement { sql: gather_sql!(lock: "FOR UPDATE SKIP LOCKED"), args: &[TEXT] };
+static GATHER_FREE: Statement = Statement { sql: gather_sql!(lock: "FOR UPDATE SKIP LOCKED"), args: &[TEXT], generic: false };
 
 /// Shares what the locked account row can spend evenly over the (empty, held) slots $2, to
 /// 18 decimal places, rounding down: the rest stays on the row. trim_scale keeps 250 from
@@ -181,17 +182,20 @@ static SPREAD: Statement = Statement {
            WHERE account = $1 AND slots > 0
        RETURNING balance",
     args: &[TEXT, INT4_ARRAY],
+    generic: false,
 };
 
 /// What the slots other than $2 hold, as of this statement's snapshot.
 static OTHER_SLOTS: Statement = Statement {
     sql: "SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1 AND slot <> ALL ($2)",
     args: &[TEXT, INT4_ARRAY],
+    generic: false,
 };
 
 static DROP_SLOTS: Statement = Statement {
     sql: "DELETE FROM credits.account_slots WHERE account = $1",
     args: &[TEXT],
+    generic: false,
 };
 
 static ADD_SLOTS: Statement = Statement {
@@ -201,6 +205,7 @@ static ADD_SLOTS: Statement = Statement {
           UPDATE credits.accounts SET slots = $2, updated_at = pg_catalog.now()
            WHERE account = $1 RETURNING slots",
     args: &[TEXT, INT4],
+    generic: false,
 };
 
 /// Serializes the calls that use one idempotency key of one account, with a transaction

@@ -156,11 +156,13 @@ macro_rules! recharge_sql {
 static APPLY_CHARGE: Statement = Statement {
     sql: charge_sql!("slots = 0 AND NOT has_grants AND balance - held - $2 >= min_balance"),
     args: MOVEMENT_ARGS,
+    generic: false,
 };
 
 static APPLY_RECHARGE: Statement = Statement {
     sql: recharge_sql!("slots = 0 AND NOT has_grants AND balance + $2 < 1e20"),
     args: MOVEMENT_ARGS,
+    generic: false,
 };
 
 /// The same on an account the caller has locked and checked, whatever its slots: for a
@@ -168,11 +170,13 @@ static APPLY_RECHARGE: Statement = Statement {
 static APPLY_CHARGE_LOCKED: Statement = Statement {
     sql: charge_sql!("balance - held - $2 >= min_balance"),
     args: MOVEMENT_ARGS,
+    generic: false,
 };
 
 static APPLY_RECHARGE_LOCKED: Statement = Statement {
     sql: recharge_sql!("balance + $2 < 1e20"),
     args: MOVEMENT_ARGS,
+    generic: false,
 };
 
 /// A charge of a locked hot account whose row holds only part of the balance (the slots
@@ -182,6 +186,7 @@ static APPLY_CHARGE_TO_PART: Statement = Statement {
     sql: movement_sql!(set: "balance - $2", when: "balance - held - $2 >= min_balance", amount: "-$2", kind: "charge",
                        balance_after: "NULL", crossed: "NULL::pg_catalog.numeric"),
     args: MOVEMENT_ARGS,
+    generic: false,
 };
 
 fn movement(

@@ -27,6 +27,7 @@ pub const CHANNEL: &str = "credits_low_balance";
 static RECORD: Statement = Statement {
     sql: "INSERT INTO credits.events (kind, account, payload) VALUES ('low_balance', $1, $2) RETURNING id",
     args: &[TEXT, JSONB],
+    generic: false,
 };
 
 thread_local! {

@@ -36,6 +36,8 @@ pub const INT4_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::INT4ARRAYOID);
 pub struct Statement {
     pub sql: &'static str,
     pub args: &'static [PgOid],
+    /// Always run its generic plan (see [`GenericPlan`]); otherwise PostgreSQL chooses.
+    pub generic: bool,
 }
 
 thread_local! {
@@ -87,7 +89,7 @@ impl Statement {
     ) -> SpiTupleTable<'conn> {
         crate::compat::with_pinned_search_path(|| {
             let plan = self.plan(client).expect("the extension's SQL prepares");
-            let _generic = GenericPlan::force();
+            let _generic = self.generic.then(GenericPlan::force);
             client.select(plan, None, args).expect("the extension's SQL runs")
         })
     }
@@ -95,10 +97,11 @@ impl Statement {
 
 /// While alive, the plan cache uses each statement's generic plan. Why: PostgreSQL plans
 /// a prepared statement afresh for every execution while it estimates a custom plan
-/// cheaper, and for a statement over arrays (one row per pool a charge draws from) the
-/// custom plan, which knows their length, always looks cheaper: re-planning cost a charge
-/// of an account with grants four times its execution. The setting is restored on every
-/// exit (an error unwinds through the drop).
+/// cheaper, and for a statement over a few array elements (one per pool a charge draws
+/// from) the custom plan, which knows their number, always looks cheaper: re-planning cost
+/// a charge of an account with grants four times its execution. Not for every statement:
+/// over thousands of elements (charge_many's accounts) the custom plan is the better one.
+/// The setting is restored on every exit (an error unwinds through the drop).
 struct GenericPlan(std::ffi::c_int);
 
 impl GenericPlan {

@@ -307,6 +307,7 @@ static GRANT_STATE: Statement = Statement {
                  EXISTS (SELECT FROM credits.account_grants
                           WHERE account = $1 AND closed IS NULL AND expires_at <= $2 AND grant_id <> 0)",
     args: &[TEXT, TIMESTAMPTZ],
+    generic: true,
 };
 
 /// The first $2 open pools with money in burn order (the last column true), then the own
@@ -320,6 +321,7 @@ static POOLS_IN_BURN_ORDER: Statement = Statement {
           SELECT grant_id, remaining, priority, category, effective_at, expires_at, false FROM credits.account_grants
            WHERE account = $1 AND grant_id = 0",
     args: &[TEXT, INT8],
+    generic: true,
 };
 
 /// Marks the account's holds past their expiry expired and returns them; their parts go
@@ -329,6 +331,7 @@ static LAPSED_HOLDS: Statement = Statement {
            WHERE account = $1 AND status = 'active' AND expires_at <= $2
        RETURNING hold_id, pools, parts, expires_at",
     args: &[TEXT, TIMESTAMPTZ],
+    generic: true,
 };
 
 /// Closes the account's grants past their expiry: what remains leaves the balance with an
@@ -352,6 +355,7 @@ static EXPIRE_GRANTS: Statement = Statement {
                 FROM due WHERE due.remaining <> 0 ORDER BY due.expires_at, due.grant_id)
           SELECT n FROM total",
     args: &[TEXT, TIMESTAMPTZ],
+    generic: true,
 };
 
 /// $2/$3: the pools drawn and the amounts, in burn order; $4 the cost.
@@ -377,6 +381,7 @@ static CHARGE: Statement = Statement {
                 FROM d, moved ORDER BY d.n)
           SELECT balance, crossed FROM moved",
     args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, NUMERIC, TEXT, TEXT, JSONB, INT8],
+    generic: true,
 };
 
 /// $2/$3 the draws, $4 the amount, $5 the expiry, $9 what is available after.
@@ -401,6 +406,7 @@ static HOLD: Statement = Statement {
                 FROM placed, moved)
           SELECT hold_id, expires_at FROM placed",
     args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, NUMERIC, TIMESTAMPTZ, TEXT, TEXT, JSONB, NUMERIC],
+    generic: true,
 };
 
 /// $2/$3 the parts given back, $4 the entry kind (release, expiry), $5 the hold, $6 the
@@ -435,6 +441,7 @@ static GIVE_BACK: Statement = Statement {
                 FROM returned r WHERE r.closed ORDER BY r.grant_id)
           SELECT balance FROM moved",
     args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, TEXT, INT8, TIMESTAMPTZ, TEXT, JSONB, NUMERIC],
+    generic: true,
 };
 
 /// What an idempotency key recorded: its entry's kind, the movement's signed amount (the
@@ -499,10 +506,12 @@ static KEYED: Statement = Statement {
                  coalesce((outcome ->> 'balance_after')::pg_catalog.numeric, balance_after), outcome
             FROM credits.ledger WHERE account = $1 AND idempotency_key = $2",
     args: &[TEXT, TEXT],
+    generic: true,
 };
 
 static OWN_RECHARGE: Statement = Statement {
     sql: "UPDATE credits.account_grants SET remaining = pg_catalog.trim_scale(remaining + $2)
            WHERE account = $1 AND grant_id = 0 RETURNING remaining",
     args: &[TEXT, NUMERIC],
+    generic: true,
 };
