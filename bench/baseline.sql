@@ -34,16 +34,3 @@ INSERT INTO credits.accounts (account, balance) VALUES ('hot', 1e15);
 -- the 16 of the README's example.
 INSERT INTO credits.accounts (account, balance) VALUES ('hot-slots', 1e15), ('hot-16-slots', 1e15);
 SELECT credits.set_slots('hot-slots', 32), credits.set_slots('hot-16-slots', 16);
-
--- Holds and grants. The 5-grant accounts have five grants of 1 each ahead of their own
--- balance, so a charge of 5 draws from all five; the charge is rolled back (and so is
--- the plain charge it is compared with) so the grants are never used up. The 1- and
--- 1,000-grant accounts pay from their first grant, which lasts the whole run.
-INSERT INTO credits.accounts (account, balance)
-SELECT 'g5-' || i, 1e12 FROM generate_series(1, 1000) i;
-SELECT count(*) FROM generate_series(1, 1000) a, generate_series(1, 5) k,
-       LATERAL credits.grant('g5-' || a, 1, priority => 10) g;
-SELECT count(*) FROM generate_series(1, 20) a, LATERAL credits.grant('g1-' || a, 1e12) g;
-SELECT format('SELECT count(*) FROM generate_series(1, 50) k,
-                        LATERAL credits.grant(%L, 1e9, priority => 1 + (%s + k) %% 90) g', 'g1000-' || a, c)
-  FROM generate_series(1, 20) a, generate_series(0, 950, 50) c \gexec

@@ -5,7 +5,7 @@
 use crate::decide::Figures;
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::{hot, input, pools};
-use crate::plans::{OwnWrite, Statement, BOOL, JSONB, NUMERIC, TEXT, TIMESTAMPTZ};
+use crate::plans::{OwnWrite, Row, Statement, BOOL, INT8, JSONB, NUMERIC, TEXT, TIMESTAMPTZ};
 use pgrx::datum::numeric::Sign;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -80,6 +80,8 @@ pub struct Account {
     pub held: AnyNumeric,
     /// The money is in credits.account_grants (see `pools`).
     pub has_grants: bool,
+    /// One of its holds is past its expiry, whose entry is still to be written.
+    pub holds_due: bool,
 }
 
 impl Account {
@@ -89,10 +91,28 @@ impl Account {
     }
 }
 
+/// The columns of an [`Account`], and whether one of its holds is past its expiry (looked
+/// for only when it holds anything), for the row `a`.
+macro_rules! account_columns {
+    () => {
+        "a.balance, a.min_balance, a.slots, a.low_balance_threshold, a.held, a.has_grants,
+         a.held > 0 AND EXISTS (SELECT FROM credits.holds h WHERE h.account = a.account AND h.status = 'active'
+                                   AND h.expires_at <= pg_catalog.clock_timestamp())"
+    };
+}
+
 static LOCK: Statement = Statement {
-    sql: "SELECT balance, min_balance, slots, low_balance_threshold, held, has_grants
-            FROM credits.accounts WHERE account = $1 FOR UPDATE",
+    sql: concat!("SELECT ", account_columns!(), " FROM credits.accounts a WHERE a.account = $1 FOR UPDATE OF a"),
     args: &[TEXT],
+    generic: false,
+};
+
+/// The account of hold $1, locked. A hold never changes account, so reading it in the
+/// statement that takes the lock is safe; the hold itself is read after.
+static LOCK_HOLDING: Statement = Statement {
+    sql: concat!("SELECT ", account_columns!(), ", a.account::pg_catalog.text FROM credits.accounts a
+                  WHERE a.account = (SELECT account FROM credits.holds WHERE hold_id = $1) FOR UPDATE OF a"),
+    args: &[INT8],
     generic: false,
 };
 
@@ -181,14 +201,26 @@ static SET_METADATA: Statement = Statement {
 
 /// Locks the account row until the end of the transaction.
 pub fn lock(client: &SpiClient<'_>, account: &str) -> Option<Account> {
-    LOCK.first_row(client, &[account.into()]).map(|row| Account {
-        balance: row.column(1),
-        min_balance: row.column(2),
-        slots: row.column(3),
-        low_balance_threshold: row.nullable_column(4),
-        held: row.column(5),
-        has_grants: row.column(6),
-    })
+    LOCK.first_row(client, &[account.into()]).map(|row| Account::from(&row))
+}
+
+/// Locks the account of hold `hold_id`; its id and row, or None when there is no such hold.
+pub fn lock_holding(client: &SpiClient<'_>, hold_id: i64) -> Option<(String, Account)> {
+    LOCK_HOLDING.first_row(client, &[hold_id.into()]).map(|row| (row.column(8), Account::from(&row)))
+}
+
+impl From<&Row<'_>> for Account {
+    fn from(row: &Row<'_>) -> Account {
+        Account {
+            balance: row.column(1),
+            min_balance: row.column(2),
+            slots: row.column(3),
+            low_balance_threshold: row.nullable_column(4),
+            held: row.column(5),
+            has_grants: row.column(6),
+            holds_due: row.column(7),
+        }
+    }
 }
 
 /// How many slots the account has (0: a plain account), without locking it.

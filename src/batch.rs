@@ -313,15 +313,17 @@ fn decide(
     if item.cost.is_zero() {
         return Outcome::Charged(account.balance.clone());
     }
-    let figures = Figures {
-        balance: account.balance.clone(),
-        held: account.held.clone(),
-        min_balance: account.min_balance.clone(),
-    };
-    if !figures.can_pay(cost) {
+    // Accounts that hold anything go one by one (above): here held is 0, and decide's rule
+    // balance - held - cost >= min_balance is one comparison per item.
+    let after = input::canonical(account.balance.clone() - cost.clone());
+    if after < account.min_balance {
+        let figures = Figures {
+            balance: account.balance.clone(),
+            held: account.held.clone(),
+            min_balance: account.min_balance.clone(),
+        };
         return Outcome::Failed(CreditsError::insufficient(&item.account, &figures, cost));
     }
-    let after = input::canonical(account.balance.clone() - cost.clone());
     account.balance = after.clone();
     if let Some(key) = &item.key {
         let charged = Recorded { kind: Movement::Charge.kind().into(), amount: ledger_amount, balance_after: Some(after.clone()) };

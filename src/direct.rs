@@ -401,13 +401,19 @@ impl Tables {
             // lapsed or not (the SQL path writes the lapses and decides again).
             let plain = i32::from_datum(values[7], nulls[7]) == Some(0) && bool::from_datum(values[9], nulls[9]) == Some(false);
             let before = AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL");
-            let figures = Figures {
-                balance: before.clone(),
-                held: AnyNumeric::from_datum(values[8], nulls[8]).expect("held is NOT NULL"),
-                min_balance: AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL"),
+            let floor = AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL");
+            let after = canonical(before.clone() - cost.clone());
+            // decide's rule, balance - held - cost >= min_balance, without numeric
+            // arithmetic when nothing is held (a numeric 0 is its header alone, no digits),
+            // which is nearly always: every operation on a numeric is a call into PostgreSQL.
+            let nothing_held = pgrx::varlena::varsize_any_exhdr(values[8].cast_mut_ptr()) == 2;
+            let pays = if nothing_held {
+                after >= floor
+            } else {
+                let held = AnyNumeric::from_datum(values[8], nulls[8]).expect("held is NOT NULL");
+                Figures { balance: before.clone(), held, min_balance: floor }.can_pay(cost)
             };
-            if plain && figures.can_pay(cost) {
-                let after = canonical(before.clone() - cost.clone());
+            if plain && pays {
                 let threshold = AnyNumeric::from_datum(values[3], nulls[3]);
                 values[1] = after.clone().into_datum().expect("a number");
                 values[6] = now;

@@ -199,9 +199,8 @@ fn settle(
         .ok_or_else(|| CreditsError::bad_input(BadInput::Invalid, "overage", "must be 'refuse' or 'charge'"))?;
     let now = input::now();
     Spi::connect_mut(|client| {
-        let account: String = HOLD_ACCOUNT.first_value(client, &[hold_id.into()]).ok_or(CreditsError::HoldNotFound { hold_id })?;
+        let (account, row) = accounts::lock_holding(client, hold_id).ok_or(CreditsError::HoldNotFound { hold_id })?;
         let account = account.as_str();
-        let row = accounts::lock(client, account).ok_or_else(|| not_found(account))?;
         let slots = row.slots;
         let spend = Spend { account, reason, idempotency_key, metadata: metadata.as_ref(), hold_id: Some(hold_id) };
         let result = settle_locked(client, &spend, row, amount.as_ref(), last, overage, now);
@@ -315,8 +314,7 @@ fn extend(hold_id: Option<i64>, ttl: Option<Interval>) -> Result<Option<Timestam
     let now = input::now();
     let expires_at = expiry(now, ttl)?;
     Spi::connect_mut(|client| {
-        let account: String = HOLD_ACCOUNT.first_value(client, &[hold_id.into()]).ok_or(CreditsError::HoldNotFound { hold_id })?;
-        let row = accounts::lock(client, &account).ok_or_else(|| not_found(&account))?;
+        let (account, row) = accounts::lock_holding(client, hold_id).ok_or(CreditsError::HoldNotFound { hold_id })?;
         pools::settled(client, &account, row, now);
         read_hold(client, &account, hold_id).resolvable(now).map_err(|refusal| refused(hold_id, refusal))?;
         let _own = OwnWrite::begin(&account);
@@ -390,12 +388,6 @@ fn positive(field: &'static str, value: Option<AnyNumeric>) -> Result<Amount> {
 fn not_found(account: &str) -> CreditsError {
     CreditsError::AccountNotFound { account: account.to_owned() }
 }
-
-static HOLD_ACCOUNT: Statement = Statement {
-    sql: "SELECT account FROM credits.holds WHERE hold_id = $1",
-    args: &[INT8],
-    generic: true,
-};
 
 static READ_HOLD: Statement = Statement {
     sql: "SELECT status, expires_at, pools, parts FROM credits.holds WHERE account = $1 AND hold_id = $2",

@@ -84,7 +84,7 @@ pub fn settled(client: &SpiClient<'_>, account: &str, row: Account, now: Time) -
 fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time, grants_due: bool) -> bool {
     let _own = OwnWrite::begin(account);
     let mut lapsed = false;
-    if row.held > AnyNumeric::from(0) {
+    if row.holds_due {
         let due = LAPSED_HOLDS.all_rows(client, &[account.into(), timestamp(now).into()]);
         let due: Vec<(i64, Vec<i64>, Vec<AnyNumeric>, TimestampWithTimeZone)> = due
             .map(|row| {
