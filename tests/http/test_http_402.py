@@ -106,6 +106,8 @@ def test_charge_until_the_wall_then_recharge_and_continue(service):
         "message": MESSAGE,
         "account": account,
         "balance": "0",
+        "held": "0",
+        "available": "0",
         "min_balance": "0",
         "cost": "1",
         "shortfall": "1",
