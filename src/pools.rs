@@ -24,8 +24,9 @@ use pgrx::{AnyNumeric, JsonB};
 use std::cell::RefCell;
 use std::collections::HashSet;
 
-/// How many pools a spend reads in burn order before it reads them all.
-const FIRST_READ: i64 = 16;
+/// How many pools a spend reads in burn order, in turn, until they cover it: most charges
+/// are paid by the first pool, and an account may have thousands.
+const READS: [i64; 3] = [2, 64, i64::MAX];
 
 /// How many accounts with grants a backend remembers (see [`known_to_have_grants`]).
 const REMEMBERED: usize = 10_000;
@@ -136,21 +137,25 @@ pub fn pools(client: &SpiClient<'_>, account: &str, row: &Account, cost: &AnyNum
     if !row.has_grants {
         return vec![Pool::own_balance(canonical(row.balance.clone() - row.held.clone()))];
     }
-    let read = |limit: i64| -> (Vec<Pool<AnyNumeric>>, bool) {
-        let mut read_in_order = 0;
-        let mut pools = Vec::new();
+    // The prefix of the burn order read (the own balance among them when it has money),
+    // and the own balance wherever it stands: a draw may take an overdraft from it.
+    let read = |limit: i64| -> (Vec<Pool<AnyNumeric>>, Option<Pool<AnyNumeric>>, bool) {
+        let mut prefix = Vec::new();
+        let mut own = None;
         for row in POOLS_IN_BURN_ORDER.all_rows(client, &[account.into(), limit.into()]) {
             let in_order: bool = row.get(7).unwrap().expect("which part");
-            read_in_order += i64::from(in_order);
             let id: i64 = row.get(1).unwrap().expect("grant_id");
             let remaining: AnyNumeric = row.get(2).unwrap().expect("remaining");
             if id == decide::OWN_BALANCE {
-                if !in_order {
-                    pools.push(Pool::own_balance(remaining));
+                let pool = Pool::own_balance(remaining);
+                if in_order {
+                    prefix.push(pool);
+                } else {
+                    own = Some(pool);
                 }
                 continue;
             }
-            pools.push(Pool {
+            prefix.push(Pool {
                 id,
                 remaining,
                 priority: row.get(3).unwrap().expect("priority"),
@@ -159,14 +164,21 @@ pub fn pools(client: &SpiClient<'_>, account: &str, row: &Account, cost: &AnyNum
                 expires_at: input::time(row.get(6).unwrap().expect("expires_at")),
             });
         }
-        (pools, read_in_order < limit)
+        let all = (prefix.len() as i64) < limit;
+        (prefix, own, all)
     };
-    let (first, all) = read(FIRST_READ);
-    if all || decide::covers(cost, &first, now) {
-        first
-    } else {
-        read(i64::MAX).0
+    for limit in READS {
+        let (mut pools, own, all) = read(limit);
+        // Only the prefix counts towards the cost: a pool not read may come before the
+        // own balance in burn order.
+        if all || decide::covers(cost, &pools, now) {
+            if !pools.iter().any(|pool| pool.id == decide::OWN_BALANCE) {
+                pools.extend(own);
+            }
+            return pools;
+        }
     }
+    unreachable!("the last read reads every pool")
 }
 
 /// Who the entries of a spend are for.
