@@ -72,12 +72,16 @@ CREATE TABLE @extschema@.account_grants (
 
 COMMENT ON TABLE @extschema@.account_grants IS
     'Written only by pg_credits: the pools of credit of an account with grants (grant_id 0: its own balance). '
-    'remaining is free to spend, held reserved by holds; closed is expired or voided. Read credits.grants.';
+    'remaining is free to spend, held reserved by holds; closed is expired, voided or depleted (nothing left, nothing held). '
+    'Read credits.grants.';
 
--- A spend reads the open pools with money in burn order and stops when they cover it.
+-- A spend reads the open pools in burn order and stops when they cover it. Open, not
+-- "with money": a predicate on remaining would make every draw a non-HOT update, with a
+-- new entry in every index; a grant that has nothing left and nothing held is closed as
+-- depleted instead, once.
 CREATE INDEX account_grants_burn_order ON @extschema@.account_grants
     (account, priority, expires_at, (category OPERATOR(pg_catalog.=) 'paid'), effective_at, grant_id)
-    WHERE closed IS NULL AND remaining OPERATOR(pg_catalog.>) 0;
+    WHERE closed IS NULL;
 -- What has expired and what is not in effect yet, without reading the other grants.
 CREATE INDEX account_grants_expiry ON @extschema@.account_grants (account, expires_at) WHERE closed IS NULL;
 CREATE INDEX account_grants_effective ON @extschema@.account_grants (account, effective_at) WHERE closed IS NULL;

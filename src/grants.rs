@@ -215,7 +215,7 @@ fn void(grant_id: Option<i64>, reason: Option<&str>, idempotency_key: Option<&st
                 client,
                 &[account.as_str().into(), grant_id.into(), input::timestamp(now).into(), reason.into(), idempotency_key.into(), pending.into()],
             )
-            .ok_or_else(|| CreditsError::ForbiddenWrite { message: "This grant has expired or was voided already." })?;
+            .ok_or_else(|| CreditsError::ForbiddenWrite { message: "This grant has expired, was voided or is used up." })?;
         Ok((grant_id, written.column(1), written.column(2)))
     })
 }
@@ -232,7 +232,7 @@ fn reexpire(grant_id: Option<i64>, expires_at: Option<TimestampWithTimeZone>) ->
         SET_EXPIRY
             .first_row(client, &[account.as_str().into(), grant_id.into(), expires_at.into()])
             .ok_or(CreditsError::ForbiddenWrite {
-                message: "This grant has expired or was voided already, or the new expiry is not after its effective_at.",
+                message: "This grant has expired, was voided or is used up, or the new expiry is not after its effective_at.",
             })?;
         // An expiry in the past takes effect now.
         pools::settled(client, &account, row, now);
@@ -317,10 +317,13 @@ static GRANT: Statement = Statement {
     generic: true,
 };
 
-/// Closes an open grant of the locked account; $6 the balance not in effect.
+/// Closes an open grant of the locked account; $6 the balance not in effect before (after:
+/// less the grant, if it was not in effect itself).
 static VOID: Statement = Statement {
     sql: "WITH open AS (
-              SELECT grant_id, remaining FROM credits.account_grants
+              SELECT grant_id, remaining,
+                     $6 - CASE WHEN effective_at > $3 THEN remaining ELSE 0 END AS pending_after
+                FROM credits.account_grants
                WHERE account = $1 AND grant_id = $2 AND closed IS NULL),
           closed AS (
               UPDATE credits.account_grants g SET closed = 'voided', closed_at = $3, remaining = 0
@@ -328,14 +331,14 @@ static VOID: Statement = Statement {
           moved AS (
               UPDATE credits.accounts a SET balance = pg_catalog.trim_scale(a.balance - open.remaining), updated_at = pg_catalog.now()
                 FROM open WHERE a.account = $1
-           RETURNING a.balance, open.remaining),
+           RETURNING a.balance, open.remaining, open.pending_after),
           entry AS (
               INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, grant_id, outcome)
               SELECT $1, -moved.remaining, moved.balance, 'void', $4, $5, $2,
                      pg_catalog.jsonb_build_object('amount', -moved.remaining, 'grant_id', $2, 'voided', moved.remaining,
-                                                   'balance', pg_catalog.trim_scale(moved.balance - $6))
+                                                   'balance', pg_catalog.trim_scale(moved.balance - moved.pending_after))
                 FROM moved)
-          SELECT remaining, pg_catalog.trim_scale(balance - $6) FROM moved",
+          SELECT remaining, pg_catalog.trim_scale(balance - pending_after) FROM moved",
     args: &[TEXT, INT8, TIMESTAMPTZ, TEXT, TEXT, NUMERIC],
     generic: true,
 };

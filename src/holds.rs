@@ -426,7 +426,11 @@ static RESOLVE: Statement = Statement {
           parts AS (SELECT pool, amount, n FROM d
                     UNION ALL SELECT NULL, 0, 1 WHERE pg_catalog.cardinality($3) = 0 AND $11 = 'capture'),
           taken AS (
-              UPDATE credits.account_grants g SET held = pg_catalog.trim_scale(g.held - d.amount)
+              UPDATE credits.account_grants g SET held = pg_catalog.trim_scale(g.held - d.amount),
+                     closed = CASE WHEN g.closed IS NULL AND g.grant_id <> 0 AND g.remaining = 0 AND g.held = d.amount
+                                   THEN 'depleted' ELSE g.closed END,
+                     closed_at = CASE WHEN g.closed IS NULL AND g.grant_id <> 0 AND g.remaining = 0 AND g.held = d.amount
+                                      THEN $10 ELSE g.closed_at END
                 FROM d WHERE g.account = $1 AND g.grant_id = d.pool),
           total AS (SELECT coalesce(pg_catalog.sum(amount), 0) AS amount FROM d),
           moved AS (

@@ -374,7 +374,9 @@ static EXPIRE_GRANTS: Statement = Statement {
 static CHARGE: Statement = Statement {
     sql: "WITH d AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::numeric[])) WITH ORDINALITY AS d(pool, amount, n)),
           drawn AS (
-              UPDATE credits.account_grants g SET remaining = pg_catalog.trim_scale(g.remaining - d.amount)
+              UPDATE credits.account_grants g SET remaining = pg_catalog.trim_scale(g.remaining - d.amount),
+                     closed = CASE WHEN g.grant_id <> 0 AND g.remaining = d.amount AND g.held = 0 THEN 'depleted' END,
+                     closed_at = CASE WHEN g.grant_id <> 0 AND g.remaining = d.amount AND g.held = 0 THEN pg_catalog.now() END
                 FROM d WHERE g.account = $1 AND g.grant_id = d.pool),
           moved AS (
               UPDATE credits.accounts SET balance = pg_catalog.trim_scale(balance - $4), updated_at = pg_catalog.now()

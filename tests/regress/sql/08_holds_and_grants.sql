@@ -73,8 +73,11 @@ SELECT credits.charge('team', 11, idempotency_key => 'span');
 SELECT credits.charge('team', 54);
 
 -- Expiry removes what a grant has left, from the moment it expires.
-SELECT credits.set_grant_expiry(2, clock_timestamp());
+SELECT credits.set_grant_expiry(3, clock_timestamp());
+SELECT grant_id, remaining, status FROM credits.grants WHERE grant_id = 3;
+-- A grant used up is closed as depleted: it can no longer expire or be voided.
 SELECT grant_id, remaining, status FROM credits.grants WHERE grant_id = 2;
+SELECT credits.set_grant_expiry(2, clock_timestamp());
 SELECT kind, amount, grant_id FROM credits.ledger WHERE account = 'team' AND kind = 'expiry';
 SELECT credits.balance('team');
 -- A grant not in effect yet does not count.
@@ -82,8 +85,8 @@ SELECT grant_id, remaining, balance FROM credits.grant('team', 100, effective_at
 SELECT credits.balance('team'), credits.available('team');
 SELECT grant_id, status FROM credits.grants WHERE account = 'team' AND status = 'pending';
 -- Voiding takes back what is left.
-SELECT * FROM credits.void_grant(3, 'support reversal');
-SELECT * FROM credits.void_grant(3);
+SELECT * FROM credits.void_grant(5, 'support reversal');
+SELECT * FROM credits.void_grant(5);
 SELECT * FROM credits.void_grant(999);
 
 -- A held part of a grant stays with its hold when the grant expires, and expires when
