@@ -4,7 +4,7 @@
 
 use crate::decide::Figures;
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::{hot, input, pools};
+use crate::{hot, input};
 use crate::plans::{OwnWrite, Row, Statement, BOOL, INT8, JSONB, NUMERIC, TEXT, TIMESTAMPTZ};
 use pgrx::datum::numeric::Sign;
 use pgrx::prelude::*;
@@ -311,12 +311,9 @@ fn limits(account: Option<&str>, min_balance: Option<AnyNumeric>, threshold: Thr
         Threshold::Set(value) => (input::optional_signed_amount("low_balance_threshold", value)?, true),
     };
     Spi::connect_mut(|client| {
-        let mut current = lock(client, account).ok_or_else(|| not_found(account))?;
-        if current.slots > 0 {
-            // The floor applies to the whole balance: gather it first, spread it after.
-            current.balance = hot::gather(client, account);
-        }
-        let (current, figures) = pools::settled(client, account, current, input::now());
+        let current = lock(client, account).ok_or_else(|| not_found(account))?;
+        // The floor applies to the whole balance: gathered first, spread after.
+        let (current, figures) = hot::whole(client, account, current, input::now());
         let figures = Figures { min_balance: min_balance.clone(), ..figures };
         if !figures.can_pay(&AnyNumeric::from(0)) {
             // The same rule as the guard trigger: no write may leave less than the floor

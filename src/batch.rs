@@ -89,7 +89,6 @@ struct Running {
     min_balance: AnyNumeric,
     threshold: Option<AnyNumeric>,
     started_at: AnyNumeric,
-    held: AnyNumeric,
     /// A hot account, or one with grants or holds: its items go through the single
     /// charge's path, which draws from slots or pools and writes what has lapsed.
     one_by_one: bool,
@@ -246,7 +245,6 @@ fn lock_accounts(client: &SpiClient<'_>, items: &[Item]) -> HashMap<String, Runn
                 min_balance: row.get(3).unwrap().expect("min_balance is NOT NULL"),
                 threshold: row.get(5).unwrap(),
                 one_by_one: slots > 0 || has_grants || held != AnyNumeric::from(0),
-                held,
             };
             (account, running)
         })
@@ -319,7 +317,7 @@ fn decide(
     if after < account.min_balance {
         let figures = Figures {
             balance: account.balance.clone(),
-            held: account.held.clone(),
+            held: AnyNumeric::from(0),
             min_balance: account.min_balance.clone(),
         };
         return Outcome::Failed(CreditsError::insufficient(&item.account, &figures, cost));

@@ -149,16 +149,13 @@ fn place(
 fn place_locked(
     client: &SpiClient<'_>,
     spend: &Spend<'_>,
-    mut row: Account,
+    row: Account,
     amount: &AnyNumeric,
     expires_at: TimestampWithTimeZone,
     now: decide::Time,
 ) -> Result<Placed> {
     let account = spend.account;
-    if row.slots > 0 {
-        row.balance = hot::gather(client, account);
-    }
-    let (row, figures) = pools::settled(client, account, row, now);
+    let (row, figures) = hot::whole(client, account, row, now);
     if let Some(key) = spend.idempotency_key {
         if let Some(original) = pools::keyed(client, account, key) {
             original.same(account, key, "hold", amount.clone())?;
@@ -171,11 +168,8 @@ fn place_locked(
             ));
         }
     }
-    let pools = pools::pools(client, account, &row, amount, now);
-    let draws = decide::draw(&figures, amount, &pools, now).map_err(|_| CreditsError::insufficient(account, &figures, amount))?;
-    let available = canonical(figures.available() - amount.clone());
-    let placed = pools::hold(client, spend, amount, &draws, expires_at, &available);
-    Ok((placed.hold_id, amount.clone(), Some(placed.expires_at).filter(|at| at.is_finite()), available))
+    let placed = pools::hold(client, spend, &row, &figures, amount, expires_at, now)?;
+    Ok((placed.hold_id, amount.clone(), Some(placed.expires_at).filter(|at| at.is_finite()), placed.available))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -212,7 +206,7 @@ fn settle(
 fn settle_locked(
     client: &SpiClient<'_>,
     spend: &Spend<'_>,
-    mut row: Account,
+    row: Account,
     amount: Option<&Amount>,
     last: bool,
     overage: Overage,
@@ -220,10 +214,7 @@ fn settle_locked(
 ) -> Result<Resolved> {
     let account = spend.account;
     let hold_id = spend.hold_id.expect("a capture names its hold");
-    if row.slots > 0 {
-        row.balance = hot::gather(client, account);
-    }
-    let (row, figures) = pools::settled(client, account, row, now);
+    let (row, figures) = hot::whole(client, account, row, now);
     let releasing = amount.is_some_and(Amount::is_zero) && last;
     let kind = if releasing { "release" } else { "capture" };
     if let Some(key) = spend.idempotency_key {
@@ -255,13 +246,10 @@ fn settle_locked(
     let hold = read_hold(client, account, hold_id);
     let decided = hold
         .capture(amount.map(|amount| &amount.value), last, overage, now)
-        .map_err(|refusal| refused(hold_id, refusal))?;
+        .map_err(|refusal| refused(hold_id, refusal, amount.map(|amount| &amount.value)))?;
     if decided.excess > AnyNumeric::from(0) {
         let excess_spend = Spend { idempotency_key: None, ..*spend };
-        let pools = pools::pools(client, account, &row, &decided.excess, now);
-        let draws = decide::draw(&figures, &decided.excess, &pools, now)
-            .map_err(|_| CreditsError::insufficient(account, &figures, &decided.excess))?;
-        pools::charge(client, &excess_spend, &decided.excess, &draws);
+        pools::charge(client, &excess_spend, &row, &figures, &decided.excess, now)?;
     }
     let captured = canonical(decided.captured());
     let released = canonical(decided.released_total());
@@ -316,7 +304,7 @@ fn extend(hold_id: Option<i64>, ttl: Option<Interval>) -> Result<Option<Timestam
     Spi::connect_mut(|client| {
         let (account, row) = accounts::lock_holding(client, hold_id).ok_or(CreditsError::HoldNotFound { hold_id })?;
         pools::settled(client, &account, row, now);
-        read_hold(client, &account, hold_id).resolvable(now).map_err(|refusal| refused(hold_id, refusal))?;
+        read_hold(client, &account, hold_id).resolvable(now).map_err(|refusal| refused(hold_id, refusal, None))?;
         let _own = OwnWrite::begin(&account);
         EXTEND.first_row(client, &[account.as_str().into(), hold_id.into(), expires_at.into()]);
         Ok(Some(expires_at).filter(|at| at.is_finite()))
@@ -334,14 +322,15 @@ fn read_hold(client: &SpiClient<'_>, account: &str, hold_id: i64) -> Hold<AnyNum
     }
 }
 
-fn refused(hold_id: i64, refusal: HoldRefusal<AnyNumeric>) -> CreditsError {
+/// The error of a refused capture (of `asked`), release or extension.
+fn refused(hold_id: i64, refusal: HoldRefusal<AnyNumeric>, asked: Option<&AnyNumeric>) -> CreditsError {
     match refusal {
         HoldRefusal::Finalized(status) => CreditsError::HoldFinalized { hold_id, status: status.name() },
         HoldRefusal::Expired => CreditsError::HoldExpired { hold_id },
         HoldRefusal::Exceeds { remaining } => CreditsError::CaptureExceedsHold {
             hold_id,
             remaining: canonical(remaining),
-            amount: AnyNumeric::from(0),
+            amount: asked.cloned().expect("only a capture of an amount exceeds its hold"),
         },
     }
 }

@@ -34,6 +34,7 @@
 //! that is when the money in the slots they hold is needed.
 
 use crate::accounts::{self, Account};
+use crate::decide::Figures;
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::ledger::{Applied, Entry, Movement};
 use crate::direct::{self, KeyUse, SlotCharge};
@@ -445,8 +446,18 @@ fn gather_slots(client: &SpiClient<'_>, account: &str, statement: &'static State
 }
 
 /// Gathers a locked hot account's slots into its row; returns the whole balance.
-pub fn gather(client: &SpiClient<'_>, account: &str) -> AnyNumeric {
+fn gather(client: &SpiClient<'_>, account: &str) -> AnyNumeric {
     gather_slots(client, account, &GATHER).balance
+}
+
+/// The locked account `row` whole, for a decision on all of it: a hot account's slots
+/// gathered into its row (the caller spreads them again), what has lapsed written, and
+/// its figures.
+pub fn whole(client: &SpiClient<'_>, account: &str, mut row: Account, now: crate::decide::Time) -> (Account, Figures<AnyNumeric>) {
+    if row.slots > 0 {
+        row.balance = gather(client, account);
+    }
+    pools::settled(client, account, row, now)
 }
 
 /// Spreads a locked account over its slots again; nothing for a plain account.

@@ -19,7 +19,7 @@ use crate::accounts::{self, Account};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::input::canonical;
 use crate::plans::{OwnWrite, Statement, JSONB, NUMERIC, TEXT};
-use crate::{decide, direct, hot, input, notify, pools};
+use crate::{direct, hot, input, notify, pools};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
@@ -305,13 +305,7 @@ impl Entry<'_> {
         }
         match self.movement {
             Movement::Charge => {
-                let pools = pools::pools(client, self.account, &account, &self.amount.value, now);
-                let draws = decide::draw(&figures, &self.amount.value, &pools, now)
-                    .map_err(|_| CreditsError::insufficient(self.account, &figures, &self.amount.value))?;
-                let (balance, crossed) = pools::charge(client, &self.spend(), &self.amount.value, &draws);
-                if let Some(threshold) = crossed {
-                    notify::low_balance(client, self.account, &balance, &threshold);
-                }
+                let balance = pools::charge(client, &self.spend(), &account, &figures, &self.amount.value, now)?;
                 Ok(Applied::Moved(canonical(balance - (account.balance - figures.balance))))
             }
             Movement::Recharge => {

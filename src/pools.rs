@@ -15,6 +15,8 @@
 
 use crate::accounts::{self, Account};
 use crate::decide::{self, Draw, Figures, Pool, Time};
+use crate::error::{CreditsError, Result};
+use crate::notify;
 use crate::input::{self, canonical, timestamp};
 use crate::plans::{OwnWrite, Statement, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERIC_ARRAY, TEXT, TIMESTAMPTZ};
 use pgrx::datetime::TimestampWithTimeZone;
@@ -191,11 +193,35 @@ pub struct Spend<'a> {
     pub hold_id: Option<i64>,
 }
 
-/// Writes a charge's draws: one entry per pool, the key and the outcome on the first.
-/// Returns the balance after and the threshold it crossed, if any.
-pub fn charge(client: &SpiClient<'_>, spend: &Spend<'_>, cost: &AnyNumeric, draws: &[Draw<AnyNumeric>]) -> (AnyNumeric, Option<AnyNumeric>) {
+/// What the locked account's pools give for `amount` (a charge, or what a hold reserves),
+/// in burn order; PT402 when they cannot.
+fn draws(
+    client: &SpiClient<'_>,
+    account: &str,
+    row: &Account,
+    figures: &Figures<AnyNumeric>,
+    amount: &AnyNumeric,
+    now: Time,
+) -> Result<Vec<Draw<AnyNumeric>>> {
+    let pools = pools(client, account, row, amount, now);
+    decide::draw(figures, amount, &pools, now).map_err(|_| CreditsError::insufficient(account, figures, amount))
+}
+
+/// Charges `cost` to the locked account `row` with `figures` (see [`settled`]): draws it
+/// from the pools and writes one entry per pool, the key and the outcome on the first,
+/// and sends the low-balance alert if it crossed the threshold. Returns the balance after
+/// as stored (grants not in effect included).
+pub fn charge(
+    client: &SpiClient<'_>,
+    spend: &Spend<'_>,
+    row: &Account,
+    figures: &Figures<AnyNumeric>,
+    cost: &AnyNumeric,
+    now: Time,
+) -> Result<AnyNumeric> {
+    let draws = draws(client, spend.account, row, figures, cost, now)?;
     let _own = OwnWrite::begin(spend.account);
-    let (pools, amounts) = columns(draws);
+    let (pools, amounts) = columns(&draws);
     let row = CHARGE.first_row(
         client,
         &[
@@ -210,26 +236,35 @@ pub fn charge(client: &SpiClient<'_>, spend: &Spend<'_>, cost: &AnyNumeric, draw
         ],
     )
     .expect("the locked account");
-    (row.column(1), row.nullable_column(2))
+    let balance: AnyNumeric = row.column(1);
+    if let Some(threshold) = row.nullable_column::<AnyNumeric>(2) {
+        notify::low_balance(client, spend.account, &balance, &threshold);
+    }
+    Ok(balance)
 }
 
-/// A new hold's id and expiry.
+/// A new hold's id, its expiry and what the account has available after it.
 pub struct Placed {
     pub hold_id: i64,
     pub expires_at: TimestampWithTimeZone,
+    pub available: AnyNumeric,
 }
 
-/// Writes a hold of `amount` drawn as `draws`, expiring at `expires_at`.
+/// Places a hold of `amount` on the locked account, drawn like a charge, expiring at
+/// `expires_at`; PT402 when the pools cannot cover it.
 pub fn hold(
     client: &SpiClient<'_>,
     spend: &Spend<'_>,
+    row: &Account,
+    figures: &Figures<AnyNumeric>,
     amount: &AnyNumeric,
-    draws: &[Draw<AnyNumeric>],
     expires_at: TimestampWithTimeZone,
-    available_after: &AnyNumeric,
-) -> Placed {
+    now: Time,
+) -> Result<Placed> {
+    let draws = draws(client, spend.account, row, figures, amount, now)?;
+    let available = canonical(figures.available() - amount.clone());
     let _own = OwnWrite::begin(spend.account);
-    let (pools, amounts) = columns(draws);
+    let (pools, amounts) = columns(&draws);
     let row = HOLD
         .first_row(
             client,
@@ -242,11 +277,11 @@ pub fn hold(
                 spend.reason.into(),
                 spend.idempotency_key.into(),
                 spend.metadata.map(|m| JsonB(m.0.clone())).into(),
-                available_after.clone().into(),
+                available.clone().into(),
             ],
         )
         .expect("the locked account");
-    Placed { hold_id: row.column(1), expires_at: row.column(2) }
+    Ok(Placed { hold_id: row.column(1), expires_at: row.column(2), available })
 }
 
 /// Why parts of a hold go back to their pools.

@@ -109,7 +109,7 @@ fn the_errors_of_a_hold_and_their_payloads() {
     let over = db_error(client.query_one("SELECT * FROM credits.capture($1, 6)", &[&h]));
     let body = payload(&over);
     assert_eq!((over.code().code(), body["name"].as_str(), body["code"].as_i64()), ("PT422", Some("CaptureExceedsHoldError"), Some(422)));
-    assert_eq!((body["hold_id"].as_i64(), body["remaining"].as_str()), (Some(h), Some("5")));
+    assert_eq!((body["hold_id"].as_i64(), body["remaining"].as_str(), body["amount"].as_str()), (Some(h), Some("5"), Some("6")));
     capture(&mut client, h, Some("2"), true);
     let again = db_error(client.query_one("SELECT * FROM credits.release($1)", &[&h]));
     let body = payload(&again);
