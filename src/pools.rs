@@ -16,12 +16,14 @@
 use crate::accounts::{self, Account};
 use crate::decide::{self, Draw, Figures, Pool, Time};
 use crate::error::{CreditsError, Result};
-use crate::notify;
 use crate::input::{self, canonical, timestamp};
-use crate::plans::{OwnWrite, Statement, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERIC_ARRAY, TEXT, TIMESTAMPTZ};
+use crate::notify;
+use crate::plans::{
+    OwnWrite, Statement, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERIC_ARRAY, TEXT, TIMESTAMPTZ,
+};
 use pgrx::datetime::TimestampWithTimeZone;
-use pgrx::spi::SpiClient;
 use pgrx::spi::Spi;
+use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -60,10 +62,17 @@ pub fn remember(account: &str, has_grants: bool) {
 
 /// The locked account `row` (a hot one gathered) once what has lapsed is written, and its
 /// decision figures: its balance less grants not in effect yet.
-pub fn settled(client: &SpiClient<'_>, account: &str, row: Account, now: Time) -> (Account, Figures<AnyNumeric>) {
+pub fn settled(
+    client: &SpiClient<'_>,
+    account: &str,
+    row: Account,
+    now: Time,
+) -> (Account, Figures<AnyNumeric>) {
     remember(account, row.has_grants);
     let (pending, grants_due) = if row.has_grants {
-        let state = GRANT_STATE.first_row(client, &[account.into(), timestamp(now).into()]).expect("one row");
+        let state = GRANT_STATE
+            .first_row(client, &[account.into(), timestamp(now).into()])
+            .expect("one row");
         (state.column(1), state.column(2))
     } else {
         (AnyNumeric::from(0), false)
@@ -84,7 +93,13 @@ pub fn settled(client: &SpiClient<'_>, account: &str, row: Account, now: Time) -
 /// Writes the expiry of every hold and grant of the locked account whose time has come;
 /// returns whether anything lapsed (the row's figures then changed). Holds are looked for
 /// only when the account holds anything, grants only when one is due.
-fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time, grants_due: bool) -> bool {
+fn settle_lapsed(
+    client: &SpiClient<'_>,
+    account: &str,
+    row: &Account,
+    now: Time,
+    grants_due: bool,
+) -> bool {
     let _own = OwnWrite::begin(account);
     let mut lapsed = false;
     if row.holds_due {
@@ -101,12 +116,21 @@ fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time
             .collect();
         for (hold_id, pools, parts, expires_at) in due {
             let parts = parts_of(pools, parts);
-            give_back(client, account, hold_id, &parts, GiveBack::Expiry(expires_at), None);
+            give_back(
+                client,
+                account,
+                hold_id,
+                &parts,
+                GiveBack::Expiry(expires_at),
+                None,
+            );
             lapsed = true;
         }
     }
     if grants_due {
-        let expired: i64 = EXPIRE_GRANTS.first_value(client, &[account.into(), timestamp(now).into()]).expect("a count");
+        let expired: i64 = EXPIRE_GRANTS
+            .first_value(client, &[account.into(), timestamp(now).into()])
+            .expect("a count");
         lapsed |= expired > 0;
     }
     lapsed
@@ -115,7 +139,11 @@ fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time
 /// `expire_holds` and `expire_grants`: settles the accounts `due_accounts` ($1 now, $2 at
 /// most how many items) names, one lock at a time, and returns how many items expired
 /// (`due_of` counts an account's, $1 the account, $2 now).
-pub fn expire_due(due_accounts: &'static Statement, due_of: &'static Statement, max_rows: Option<i32>) -> i32 {
+pub fn expire_due(
+    due_accounts: &'static Statement,
+    due_of: &'static Statement,
+    max_rows: Option<i32>,
+) -> i32 {
     let max_rows = max_rows.unwrap_or(1000).max(0);
     let now = input::now();
     Spi::connect_mut(|client| {
@@ -125,8 +153,12 @@ pub fn expire_due(due_accounts: &'static Statement, due_of: &'static Statement, 
             .collect();
         let mut expired = 0;
         for account in due {
-            let Some(row) = accounts::lock(client, &account) else { continue };
-            let count: i64 = due_of.first_value(client, &[account.as_str().into(), timestamp(now).into()]).expect("a count");
+            let Some(row) = accounts::lock(client, &account) else {
+                continue;
+            };
+            let count: i64 = due_of
+                .first_value(client, &[account.as_str().into(), timestamp(now).into()])
+                .expect("a count");
             settled(client, &account, row, now);
             expired += count as i32;
         }
@@ -135,9 +167,17 @@ pub fn expire_due(due_accounts: &'static Statement, due_of: &'static Statement, 
 }
 
 /// The pools a spend of `cost` draws from, in burn order: enough to cover it, or all.
-pub fn pools(client: &SpiClient<'_>, account: &str, row: &Account, cost: &AnyNumeric, now: Time) -> Vec<Pool<AnyNumeric>> {
+pub fn pools(
+    client: &SpiClient<'_>,
+    account: &str,
+    row: &Account,
+    cost: &AnyNumeric,
+    now: Time,
+) -> Vec<Pool<AnyNumeric>> {
     if !row.has_grants {
-        return vec![Pool::own_balance(canonical(row.balance.clone() - row.held.clone()))];
+        return vec![Pool::own_balance(canonical(
+            row.balance.clone() - row.held.clone(),
+        ))];
     }
     // The prefix of the burn order read (the own balance among them when it has money),
     // and the own balance wherever it stands: a draw may take an overdraft from it.
@@ -161,7 +201,10 @@ pub fn pools(client: &SpiClient<'_>, account: &str, row: &Account, cost: &AnyNum
                 id,
                 remaining,
                 priority: row.get(3).unwrap().expect("priority"),
-                category: decide::Category::parse(&row.get::<String>(4).unwrap().expect("category")).expect("a known category"),
+                category: decide::Category::parse(
+                    &row.get::<String>(4).unwrap().expect("category"),
+                )
+                .expect("a known category"),
                 effective_at: input::time(row.get(5).unwrap().expect("effective_at")),
                 expires_at: input::time(row.get(6).unwrap().expect("expires_at")),
             });
@@ -204,7 +247,8 @@ fn draws(
     now: Time,
 ) -> Result<Vec<Draw<AnyNumeric>>> {
     let pools = pools(client, account, row, amount, now);
-    decide::draw(figures, amount, &pools, now).map_err(|_| CreditsError::insufficient(account, figures, amount))
+    decide::draw(figures, amount, &pools, now)
+        .map_err(|_| CreditsError::insufficient(account, figures, amount))
 }
 
 /// Charges `cost` to the locked account `row` with `figures` (see [`settled`]): draws it
@@ -222,20 +266,21 @@ pub fn charge(
     let draws = draws(client, spend.account, row, figures, cost, now)?;
     let _own = OwnWrite::begin(spend.account);
     let (pools, amounts) = columns(&draws);
-    let row = CHARGE.first_row(
-        client,
-        &[
-            spend.account.into(),
-            pools.into(),
-            amounts.into(),
-            cost.clone().into(),
-            spend.reason.into(),
-            spend.idempotency_key.into(),
-            spend.metadata.map(|m| JsonB(m.0.clone())).into(),
-            spend.hold_id.into(),
-        ],
-    )
-    .expect("the locked account");
+    let row = CHARGE
+        .first_row(
+            client,
+            &[
+                spend.account.into(),
+                pools.into(),
+                amounts.into(),
+                cost.clone().into(),
+                spend.reason.into(),
+                spend.idempotency_key.into(),
+                spend.metadata.map(|m| JsonB(m.0.clone())).into(),
+                spend.hold_id.into(),
+            ],
+        )
+        .expect("the locked account");
     let balance: AnyNumeric = row.column(1);
     if let Some(threshold) = row.nullable_column::<AnyNumeric>(2) {
         notify::low_balance(client, spend.account, &balance, &threshold);
@@ -281,7 +326,11 @@ pub fn hold(
             ],
         )
         .expect("the locked account");
-    Ok(Placed { hold_id: row.column(1), expires_at: row.column(2), available })
+    Ok(Placed {
+        hold_id: row.column(1),
+        expires_at: row.column(2),
+        available,
+    })
 }
 
 /// Why parts of a hold go back to their pools.
@@ -291,10 +340,11 @@ pub enum GiveBack {
     Expiry(TimestampWithTimeZone),
 }
 
-/// The key of a release and the outcome it replays; the outcome gains `balance`, the
-/// balance after less `pending` (grants not in effect).
+/// The key and reason of a release and the outcome it replays; the outcome gains
+/// `balance`, the balance after less `pending` (grants not in effect).
 pub struct ReleaseKey<'a> {
     pub key: Option<&'a str>,
+    pub reason: Option<&'a str>,
     pub outcome: serde_json::Value,
     pub pending: AnyNumeric,
 }
@@ -316,9 +366,14 @@ pub fn give_back(
         GiveBack::Release => ("release", None),
         GiveBack::Expiry(at) => ("expiry", Some(at)),
     };
-    let (key, outcome, pending) = match keyed {
-        Some(keyed) => (keyed.key, Some(JsonB(keyed.outcome)), keyed.pending),
-        None => (None, None, AnyNumeric::from(0)),
+    let (key, reason, outcome, pending) = match keyed {
+        Some(keyed) => (
+            keyed.key,
+            keyed.reason,
+            Some(JsonB(keyed.outcome)),
+            keyed.pending,
+        ),
+        None => (None, None, None, AnyNumeric::from(0)),
     };
     GIVE_BACK
         .first_value(
@@ -333,6 +388,7 @@ pub fn give_back(
                 key.into(),
                 outcome.into(),
                 pending.into(),
+                reason.into(),
             ],
         )
         .expect("the locked account")
@@ -340,11 +396,18 @@ pub fn give_back(
 
 /// A hold's parts from its two columns.
 pub fn parts_of(pools: Vec<i64>, parts: Vec<AnyNumeric>) -> Vec<Draw<AnyNumeric>> {
-    pools.into_iter().zip(parts).map(|(pool, amount)| Draw { pool, amount }).collect()
+    pools
+        .into_iter()
+        .zip(parts)
+        .map(|(pool, amount)| Draw { pool, amount })
+        .collect()
 }
 
 pub fn columns(draws: &[Draw<AnyNumeric>]) -> (Vec<i64>, Vec<AnyNumeric>) {
-    draws.iter().map(|draw| (draw.pool, draw.amount.clone())).unzip()
+    draws
+        .iter()
+        .map(|draw| (draw.pool, draw.amount.clone()))
+        .unzip()
 }
 
 /// What grants not in effect yet at $2 hold, and whether a grant is due to expire.
@@ -460,7 +523,7 @@ static HOLD: Statement = Statement {
 
 /// $2/$3 the parts given back, $4 the entry kind (release, expiry), $5 the hold, $6 the
 /// business time of an expiry (NULL: now), $7/$8 the key and outcome of a release, $9 the
-/// balance not in effect.
+/// balance not in effect, $10 the release's reason.
 static GIVE_BACK: Statement = Statement {
     sql: "WITH p AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::numeric[])) AS p(pool, part)),
           returned AS (
@@ -480,7 +543,7 @@ static GIVE_BACK: Statement = Statement {
           entry AS (
               INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, hold_id,
                                           held_amount, outcome, created_at)
-              SELECT $1, 0, moved.balance + lost.amount, $4, CASE $4 WHEN 'expiry' THEN 'hold expired' END, $7, $5,
+              SELECT $1, 0, moved.balance + lost.amount, $4, CASE $4 WHEN 'expiry' THEN 'hold expired' ELSE $10 END, $7, $5,
                      -moved.held, $8 || pg_catalog.jsonb_build_object('balance', pg_catalog.trim_scale(moved.balance - $9)),
                      coalesce($6, pg_catalog.now())
                 FROM moved, lost),
@@ -489,7 +552,7 @@ static GIVE_BACK: Statement = Statement {
               SELECT $1, -r.part, 'expiry', 'grant expired', r.grant_id, $5, coalesce($6, pg_catalog.now())
                 FROM returned r WHERE r.closed ORDER BY r.grant_id)
           SELECT balance FROM moved",
-    args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, TEXT, INT8, TIMESTAMPTZ, TEXT, JSONB, NUMERIC],
+    args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, TEXT, INT8, TIMESTAMPTZ, TEXT, JSONB, NUMERIC, TEXT],
     generic: true,
 };
 
@@ -504,7 +567,13 @@ pub struct Keyed {
 
 impl Keyed {
     /// The conflict, unless the key recorded this same movement (kind and signed amount).
-    pub fn same(&self, account: &str, key: &str, kind: &'static str, amount: AnyNumeric) -> crate::error::Result<()> {
+    pub fn same(
+        &self,
+        account: &str,
+        key: &str,
+        kind: &'static str,
+        amount: AnyNumeric,
+    ) -> crate::error::Result<()> {
         if self.kind == kind && self.amount == amount {
             return Ok(());
         }
@@ -529,12 +598,14 @@ impl Keyed {
 }
 
 pub fn keyed(client: &SpiClient<'_>, account: &str, key: &str) -> Option<Keyed> {
-    KEYED.first_row(client, &[account.into(), key.into()]).map(|row| Keyed {
-        kind: row.column(1),
-        amount: row.column(2),
-        balance_after: row.nullable_column(3),
-        outcome: row.nullable_column::<JsonB>(4).map(|outcome| outcome.0),
-    })
+    KEYED
+        .first_row(client, &[account.into(), key.into()])
+        .map(|row| Keyed {
+            kind: row.column(1),
+            amount: row.column(2),
+            balance_after: row.nullable_column(3),
+            outcome: row.nullable_column::<JsonB>(4).map(|outcome| outcome.0),
+        })
 }
 
 /// Moves the own balance pool of a locked account with grants by `amount` (a recharge,
@@ -547,7 +618,9 @@ pub fn adjust_own_balance(client: &SpiClient<'_>, account: &str, amount: &AnyNum
 
 /// What an account with grants has in grants not in effect yet at `now`.
 pub fn pending(client: &SpiClient<'_>, account: &str, now: Time) -> AnyNumeric {
-    GRANT_STATE.first_value(client, &[account.into(), timestamp(now).into()]).expect("a sum")
+    GRANT_STATE
+        .first_value(client, &[account.into(), timestamp(now).into()])
+        .expect("a sum")
 }
 
 static KEYED: Statement = Statement {

@@ -47,7 +47,8 @@ SELECT hold_id FROM credits.hold('llm', 1, ttl => '8 days');
 SELECT hold_id FROM credits.hold('llm', 1, ttl => '-1 minute');
 SELECT hold_id, expires_at FROM credits.hold('llm', 1, ttl => NULL);
 SELECT credits.extend_hold(5, '1 hour') > now() AS extended;
-SELECT * FROM credits.release(5);
+SELECT * FROM credits.release(5, reason => 'call cancelled');
+SELECT kind, amount, held_amount, reason FROM credits.ledger WHERE hold_id = 5 ORDER BY id;
 SELECT * FROM credits.capture(999);
 -- Every account: balance = sum(amount) and held = sum(held_amount).
 SELECT a.account, a.balance = sum(l.amount) AS balance_reconciles, a.held = coalesce(sum(l.held_amount), 0) AS held_reconciles

@@ -43,6 +43,9 @@ use pgrx::{AnyNumeric, FromDatum, IntoDatum, JsonB};
 use std::cell::Cell;
 use std::ffi::{c_char, CStr};
 
+mod holds;
+pub use holds::{capture, hold, Capture};
+
 /// A column as pg_credits made it. Anything else about a column changed by hand (its
 /// type, a typmod, NOT NULL) is something the SQL path would enforce and a formed tuple
 /// would not: the direct path then steps aside.
@@ -59,13 +62,20 @@ enum Type {
     Domain(usize),
 }
 
-const DOMAINS: [&CStr; 5] =
-    [c"credits.account_id", c"credits.amount", c"credits.entry_kind", c"credits.json_object", c"credits.slot_amount"];
+const DOMAINS: [&CStr; 6] = [
+    c"credits.account_id",
+    c"credits.amount",
+    c"credits.entry_kind",
+    c"credits.json_object",
+    c"credits.slot_amount",
+    c"credits.hold_status",
+];
 const ACCOUNT_ID: Type = Type::Domain(0);
 const AMOUNT: Type = Type::Domain(1);
 const ENTRY_KIND: Type = Type::Domain(2);
 const JSON_OBJECT: Type = Type::Domain(3);
 const SLOT_AMOUNT: Type = Type::Domain(4);
+const HOLD_STATUS: Type = Type::Domain(5);
 
 const fn column(name: &'static CStr, of: Type, not_null: bool) -> Column {
     Column { name, of, not_null }
@@ -107,6 +117,22 @@ const SLOT_COLUMNS: [Column; 3] = [
     column(c"available", SLOT_AMOUNT, true),
 ];
 
+const HOLD_COLUMNS: [Column; 13] = [
+    column(c"account", Type::Builtin(pg_sys::TEXTOID), true),
+    column(c"hold_id", Type::Builtin(pg_sys::INT8OID), true),
+    column(c"amount", AMOUNT, true),
+    column(c"captured", AMOUNT, true),
+    column(c"released", AMOUNT, true),
+    column(c"status", HOLD_STATUS, true),
+    column(c"pools", Type::Builtin(pg_sys::INT8ARRAYOID), true),
+    column(c"parts", Type::Builtin(pg_sys::NUMERICARRAYOID), true),
+    column(c"expires_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
+    column(c"created_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
+    column(c"resolved_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), false),
+    column(c"reason", Type::Builtin(pg_sys::TEXTOID), false),
+    column(c"metadata", JSON_OBJECT, false),
+];
+
 /// What a direct charge did.
 pub struct Charged {
     pub balance: AnyNumeric,
@@ -118,7 +144,11 @@ pub struct Charged {
 pub enum SlotCharge {
     /// Taken from `slot`: the balance after (the other slots and the account row as of
     /// the charge's snapshot) and the account's low-balance threshold.
-    Taken { balance: AnyNumeric, threshold: Option<AnyNumeric>, slot: i32 },
+    Taken {
+        balance: AnyNumeric,
+        threshold: Option<AnyNumeric>,
+        slot: i32,
+    },
     /// No slot it may take from can pay: the account's slots must be gathered.
     CannotPay,
     /// Not taken, nothing written: the SQL path decides.
@@ -127,7 +157,9 @@ pub enum SlotCharge {
 
 /// What `heap_update` did with a row version.
 enum Update {
-    Done,
+    /// Written; true when not a HOT update, so the new version needed index entries
+    /// (the primary key's is made).
+    Done(bool),
     /// Another transaction is writing that version and has not finished (we did not wait).
     Busy,
     /// Not written: changed since the snapshot, or (waiting) by a transaction that committed.
@@ -137,7 +169,10 @@ enum Update {
 /// Makes a charge (a positive cost) of a plain account, or returns `None` having written
 /// nothing. A charge with an idempotency key steps aside when its key is in the ledger.
 pub fn charge(entry: &Entry<'_>) -> Option<Charged> {
-    let also = Also { slots: false, idempotency_keys: entry.idempotency_key.is_some() };
+    let also = Also {
+        idempotency_keys: entry.idempotency_key.is_some(),
+        ..Also::default()
+    };
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.charge(entry)).flatten() }
 }
@@ -148,7 +183,11 @@ pub fn charge(entry: &Entry<'_>) -> Option<Charged> {
 /// charged does it wait, for the first of them. A charge with an idempotency key must come
 /// with the key's lock held and the key looked up (see `hot`): this does not look.
 pub fn take_from_slot(entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharge {
-    let also = Also { slots: true, idempotency_keys: entry.idempotency_key.is_some() };
+    let also = Also {
+        slots: true,
+        idempotency_keys: entry.idempotency_key.is_some(),
+        ..Also::default()
+    };
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.take_from_slot(entry, preferred, hop)) }
         .unwrap_or(SlotCharge::StepAside)
@@ -159,7 +198,12 @@ pub fn take_from_slot(entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharg
 /// (with its `balance_after`, in the order given). Returns false, having written nothing,
 /// when the tables cannot be written directly.
 pub fn settle(accounts: &[Settled<'_>], entries: &[(Entry<'_>, AnyNumeric)]) -> bool {
-    let also = Also { slots: false, idempotency_keys: entries.iter().any(|(entry, _)| entry.idempotency_key.is_some()) };
+    let also = Also {
+        idempotency_keys: entries
+            .iter()
+            .any(|(entry, _)| entry.idempotency_key.is_some()),
+        ..Also::default()
+    };
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.settle(accounts, entries)) }.is_some()
 }
@@ -186,7 +230,10 @@ pub enum KeyUse {
 /// Looks the charge's idempotency key up; `None` when the tables cannot be read directly.
 /// Only meaningful with the key's lock held (see `hot`).
 pub fn key_use(entry: &Entry<'_>, key: &str) -> Option<KeyUse> {
-    let also = Also { slots: false, idempotency_keys: true };
+    let also = Also {
+        idempotency_keys: true,
+        ..Also::default()
+    };
     // SAFETY: see `with_tables`; XactIsoLevel is a plain variable of this backend.
     unsafe {
         with_tables(also, |tables| {
@@ -211,12 +258,14 @@ pub fn key_use(entry: &Entry<'_>, key: &str) -> Option<KeyUse> {
 }
 
 /// What a direct write opens besides the accounts and the ledger.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Also {
     /// The slots of hot accounts.
     slots: bool,
     /// The ledger's idempotency index, for entries with a key.
     idempotency_keys: bool,
+    /// The holds and their indexes.
+    holds: bool,
 }
 
 /// Runs `f` on pg_credits' tables (and what `also` names), opened; `None` when
@@ -253,11 +302,24 @@ struct Tables {
     ledger: Table,
     /// Opened only for a slot charge.
     slots: Option<Table>,
+    /// Opened only for a hold or its capture.
+    holds: Option<Holds>,
     /// Opened only for entries with an idempotency key.
     ledger_keys: Option<pg_sys::Relation>,
     /// The ledger's (account, created_at) index: every entry goes into it.
     ledger_history: pg_sys::Relation,
     ledger_ids: Oid,
+}
+
+/// The holds, their primary key, and the indexes every new hold goes into.
+struct Holds {
+    table: Table,
+    /// (hold_id): how a capture finds its hold.
+    by_id: pg_sys::Relation,
+    /// (account, expires_at) and (expires_at), both only of active holds.
+    expiry: pg_sys::Relation,
+    due: pg_sys::Relation,
+    ids: Oid,
 }
 
 /// Where pg_credits' tables are, looked up once per backend (catalog scans cost more
@@ -266,17 +328,29 @@ struct Tables {
 #[derive(Clone, Copy, PartialEq)]
 struct Catalog {
     schema: Oid,
-    /// accounts, accounts_pkey, ledger, ledger_pkey, account_slots, account_slots_pkey.
-    relations: [Oid; 6],
+    /// [`RELATIONS`], tables and their primary keys.
+    relations: [Oid; 8],
     ledger_key_index: Oid,
     ledger_history_index: Oid,
     ledger_ids: Oid,
+    /// holds_id, holds_expiry, holds_due.
+    hold_indexes: [Oid; 3],
+    hold_ids: Oid,
     /// The types of [`DOMAINS`].
-    domains: [Oid; 5],
+    domains: [Oid; 6],
 }
 
-const RELATIONS: [&CStr; 6] =
-    [c"accounts", c"accounts_pkey", c"ledger", c"ledger_pkey", c"account_slots", c"account_slots_pkey"];
+const RELATIONS: [&CStr; 8] = [
+    c"accounts",
+    c"accounts_pkey",
+    c"ledger",
+    c"ledger_pkey",
+    c"account_slots",
+    c"account_slots_pkey",
+    c"holds",
+    c"holds_pkey",
+];
+const HOLD_INDEXES: [&CStr; 3] = [c"holds_id", c"holds_expiry", c"holds_due"];
 
 thread_local! {
     static CATALOG: Cell<Option<Catalog>> = const { Cell::new(None) };
@@ -297,11 +371,15 @@ impl Catalog {
             ledger_key_index: find(c"ledger_idempotency_key"),
             ledger_history_index: find(c"ledger_account_created_at"),
             ledger_ids: compat::identity_sequence(relations[2], 1),
+            hold_indexes: HOLD_INDEXES.map(find),
+            hold_ids: compat::identity_sequence(relations[6], 2),
             domains: DOMAINS.map(domain),
         };
         let complete = schema != pg_sys::InvalidOid
             && !relations.contains(&pg_sys::InvalidOid)
             && !catalog.domains.contains(&pg_sys::InvalidOid)
+            && !catalog.hold_indexes.contains(&pg_sys::InvalidOid)
+            && catalog.hold_ids != pg_sys::InvalidOid
             && catalog.ledger_key_index != pg_sys::InvalidOid
             && catalog.ledger_history_index != pg_sys::InvalidOid
             && catalog.ledger_ids != pg_sys::InvalidOid;
@@ -323,36 +401,74 @@ impl Tables {
 
     /// The tables, if they are where `catalog` says and as pg_credits made them.
     unsafe fn open_as(catalog: Catalog, also: Also) -> Option<Tables> {
-        let with_slots = also.slots;
         let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-        let wanted = if with_slots { 6 } else { 4 };
-        let opened: Vec<pg_sys::Relation> = (0..wanted)
+        // Tables and their primary keys, by their place in RELATIONS: those not wanted
+        // stay null.
+        let wanted = |i: usize| i < 4 || (also.slots && i < 6) || (also.holds && i >= 6);
+        let opened: Vec<pg_sys::Relation> = (0..RELATIONS.len())
             .map(|i| {
                 let oid = catalog.relations[i];
-                if i % 2 == 0 { pg_sys::try_table_open(oid, lock) } else { pg_sys::try_index_open(oid, lock) }
+                match (wanted(i), i % 2 == 0) {
+                    (false, _) => std::ptr::null_mut(),
+                    (true, true) => pg_sys::try_table_open(oid, lock),
+                    (true, false) => pg_sys::try_index_open(oid, lock),
+                }
             })
             .collect();
-        let in_place = opened.iter().zip(RELATIONS).all(|(relation, name)| {
-            !relation.is_null()
-                && (*(**relation).rd_rel).relnamespace == catalog.schema
-                && CStr::from_ptr((*(**relation).rd_rel).relname.data.as_ptr()) == name
-        });
-        let [_, accounts_pkey, _, ledger_pkey, _, slots_pkey] = catalog.relations;
+        let in_place = opened
+            .iter()
+            .zip(RELATIONS)
+            .enumerate()
+            .all(|(i, (relation, name))| {
+                !wanted(i)
+                    || (!relation.is_null()
+                        && (*(**relation).rd_rel).relnamespace == catalog.schema
+                        && CStr::from_ptr((*(**relation).rd_rel).relname.data.as_ptr()) == name)
+            });
+        let [_, accounts_pkey, _, ledger_pkey, _, slots_pkey, _, holds_pkey] = catalog.relations;
+        let [holds_id, holds_expiry, holds_due] = catalog.hold_indexes;
         let usable = in_place
             && pg_sys::get_rel_relkind(catalog.ledger_ids) == pg_sys::RELKIND_SEQUENCE as c_char
             && catalog.as_made(opened[0], &ACCOUNT_COLUMNS, &[accounts_pkey])
             && catalog.as_made(
                 opened[2],
                 &LEDGER_COLUMNS,
-                &[ledger_pkey, catalog.ledger_key_index, catalog.ledger_history_index],
+                &[
+                    ledger_pkey,
+                    catalog.ledger_key_index,
+                    catalog.ledger_history_index,
+                ],
             )
-            && only_ours_on_update(opened[0], c"guard_update")
+            && only_ours(opened[0], pg_sys::TRIGGER_TYPE_UPDATE, &[c"guard_update"])
             && updates_replicate(opened[0])
-            && no_insert_triggers(opened[2])
-            && (!with_slots
+            && only_ours(opened[2], pg_sys::TRIGGER_TYPE_INSERT, &[])
+            && (!also.slots
                 || (catalog.as_made(opened[4], &SLOT_COLUMNS, &[slots_pkey])
-                    && only_ours_on_update(opened[4], c"refuse_direct_write")
-                    && updates_replicate(opened[4])));
+                    && only_ours(
+                        opened[4],
+                        pg_sys::TRIGGER_TYPE_UPDATE,
+                        &[c"refuse_direct_write"],
+                    )
+                    && updates_replicate(opened[4])))
+            && (!also.holds
+                || (pg_sys::get_rel_relkind(catalog.hold_ids)
+                    == pg_sys::RELKIND_SEQUENCE as c_char
+                    && catalog.as_made(
+                        opened[6],
+                        &HOLD_COLUMNS,
+                        &[holds_pkey, holds_id, holds_expiry, holds_due],
+                    )
+                    && only_ours(
+                        opened[6],
+                        pg_sys::TRIGGER_TYPE_UPDATE,
+                        &[c"refuse_direct_write"],
+                    )
+                    && only_ours(
+                        opened[6],
+                        pg_sys::TRIGGER_TYPE_INSERT,
+                        &[c"reconcile_inserted_hold"],
+                    )
+                    && updates_replicate(opened[6])));
         if !usable {
             for (index, relation) in opened.into_iter().enumerate() {
                 if !relation.is_null() {
@@ -361,13 +477,25 @@ impl Tables {
             }
             return None;
         }
-        let table = |i: usize| Table { heap: opened[i], pkey: opened[i + 1] };
+        let table = |i: usize| Table {
+            heap: opened[i],
+            pkey: opened[i + 1],
+        };
         Some(Tables {
             accounts: table(0),
             ledger: table(2),
-            slots: with_slots.then(|| table(4)),
-            // The ledger's index list was checked above: this is its idempotency index.
-            ledger_keys: also.idempotency_keys.then(|| pg_sys::index_open(catalog.ledger_key_index, lock)),
+            slots: also.slots.then(|| table(4)),
+            // The index lists were checked above: these are the indexes named.
+            holds: also.holds.then(|| Holds {
+                table: table(6),
+                by_id: pg_sys::index_open(holds_id, lock),
+                expiry: pg_sys::index_open(holds_expiry, lock),
+                due: pg_sys::index_open(holds_due, lock),
+                ids: catalog.hold_ids,
+            }),
+            ledger_keys: also
+                .idempotency_keys
+                .then(|| pg_sys::index_open(catalog.ledger_key_index, lock)),
             ledger_history: pg_sys::index_open(catalog.ledger_history_index, lock),
             ledger_ids: catalog.ledger_ids,
         })
@@ -378,7 +506,21 @@ impl Tables {
             close(index, true);
         }
         close(self.ledger_history, true);
-        for table in [Some(&self.accounts), Some(&self.ledger), self.slots.as_ref()].into_iter().flatten() {
+        if let Some(holds) = &self.holds {
+            for index in [holds.by_id, holds.expiry, holds.due] {
+                close(index, true);
+            }
+        }
+        let holds = self.holds.as_ref().map(|holds| &holds.table);
+        for table in [
+            Some(&self.accounts),
+            Some(&self.ledger),
+            self.slots.as_ref(),
+            holds,
+        ]
+        .into_iter()
+        .flatten()
+        {
             close(table.pkey, true);
             close(table.heap, false);
         }
@@ -396,41 +538,66 @@ impl Tables {
             }
         }
         let mut found = None;
-        self.accounts.scan(snapshot, &mut [text_key(self.accounts.pkey, 1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, version| {
-            // No slots and no grants: the own balance is the only pool. Holds count,
-            // lapsed or not (the SQL path writes the lapses and decides again).
-            let plain = i32::from_datum(values[7], nulls[7]) == Some(0) && bool::from_datum(values[9], nulls[9]) == Some(false);
-            let before = AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL");
-            let floor = AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL");
-            let after = canonical(before.clone() - cost.clone());
-            // decide's rule, balance - held - cost >= min_balance, without numeric
-            // arithmetic when nothing is held (a numeric 0 is its header alone, no digits),
-            // which is nearly always: every operation on a numeric is a call into PostgreSQL.
-            let nothing_held = pgrx::varlena::varsize_any_exhdr(values[8].cast_mut_ptr()) == 2;
-            let pays = if nothing_held {
-                after >= floor
-            } else {
-                let held = AnyNumeric::from_datum(values[8], nulls[8]).expect("held is NOT NULL");
-                Figures { balance: before.clone(), held, min_balance: floor }.can_pay(cost)
-            };
-            if plain && pays {
-                let threshold = AnyNumeric::from_datum(values[3], nulls[3]);
-                values[1] = after.clone().into_datum().expect("a number");
-                values[6] = now;
-                let new_row = pg_sys::heap_form_tuple((*self.accounts.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
-                found = Some((version, new_row, before, after, threshold));
-            }
-            false
-        });
+        self.accounts.scan(
+            snapshot,
+            &mut [text_key(self.accounts.pkey, 1, account_datum)],
+            ACCOUNT_COLUMNS.len(),
+            |values, nulls, version| {
+                // No slots and no grants: the own balance is the only pool. Holds count,
+                // lapsed or not (the SQL path writes the lapses and decides again).
+                let plain = i32::from_datum(values[7], nulls[7]) == Some(0)
+                    && bool::from_datum(values[9], nulls[9]) == Some(false);
+                let before =
+                    AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL");
+                let floor =
+                    AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL");
+                let after = canonical(before.clone() - cost.clone());
+                // decide's rule, balance - held - cost >= min_balance, without numeric
+                // arithmetic when nothing is held (a numeric 0 is its header alone, no digits),
+                // which is nearly always: every operation on a numeric is a call into PostgreSQL.
+                let nothing_held = pgrx::varlena::varsize_any_exhdr(values[8].cast_mut_ptr()) == 2;
+                let pays = if nothing_held {
+                    after >= floor
+                } else {
+                    let held =
+                        AnyNumeric::from_datum(values[8], nulls[8]).expect("held is NOT NULL");
+                    Figures {
+                        balance: before.clone(),
+                        held,
+                        min_balance: floor,
+                    }
+                    .can_pay(cost)
+                };
+                if plain && pays {
+                    let threshold = AnyNumeric::from_datum(values[3], nulls[3]);
+                    values[1] = after.clone().into_datum().expect("a number");
+                    values[6] = now;
+                    let new_row = pg_sys::heap_form_tuple(
+                        (*self.accounts.heap).rd_att,
+                        values.as_mut_ptr(),
+                        nulls.as_mut_ptr(),
+                    );
+                    found = Some((version, new_row, before, after, threshold));
+                }
+                false
+            },
+        );
         pg_sys::UnregisterSnapshot(snapshot);
         let (mut version, new_row, before, balance, threshold) = found?;
-        if !matches!(self.accounts.update(&mut version, new_row, &mut [account_datum], true), Update::Done) {
+        if !matches!(
+            self.accounts
+                .update(&mut version, new_row, &mut [account_datum], true),
+            Update::Done(_)
+        ) {
             return None;
         }
         self.append_entry(entry, account_datum, Some(&balance), now);
         pg_sys::CommandCounterIncrement();
         let crossed = threshold.filter(|t| &before >= t && &balance < t);
-        Some(Charged { balance, crossed_threshold: crossed })
+        Some(Charged {
+            balance,
+            crossed_threshold: crossed,
+        })
     }
 
     unsafe fn take_from_slot(&self, entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharge {
@@ -441,22 +608,38 @@ impl Tables {
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
         // Every slot and the account row, as of one snapshot.
         let mut all: Vec<(i32, pg_sys::ItemPointerData, AnyNumeric)> = Vec::new();
-        slots.scan(snapshot, &mut [text_key(slots.pkey, 1, account_datum)], SLOT_COLUMNS.len(), |values, nulls, version| {
-            let slot = i32::from_datum(values[1], nulls[1]).expect("slot is NOT NULL");
-            all.push((slot, version, AnyNumeric::from_datum(values[2], nulls[2]).expect("available is NOT NULL")));
-            true
-        });
+        slots.scan(
+            snapshot,
+            &mut [text_key(slots.pkey, 1, account_datum)],
+            SLOT_COLUMNS.len(),
+            |values, nulls, version| {
+                let slot = i32::from_datum(values[1], nulls[1]).expect("slot is NOT NULL");
+                all.push((
+                    slot,
+                    version,
+                    AnyNumeric::from_datum(values[2], nulls[2]).expect("available is NOT NULL"),
+                ));
+                true
+            },
+        );
         let mut row_balance = None;
         let mut threshold = None;
-        self.accounts.scan(snapshot, &mut [text_key(self.accounts.pkey, 1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, _| {
-            if i32::from_datum(values[7], nulls[7]).is_some_and(|slots| slots > 0) {
-                row_balance = AnyNumeric::from_datum(values[1], nulls[1]);
-                threshold = AnyNumeric::from_datum(values[3], nulls[3]);
-            }
-            false
-        });
+        self.accounts.scan(
+            snapshot,
+            &mut [text_key(self.accounts.pkey, 1, account_datum)],
+            ACCOUNT_COLUMNS.len(),
+            |values, nulls, _| {
+                if i32::from_datum(values[7], nulls[7]).is_some_and(|slots| slots > 0) {
+                    row_balance = AnyNumeric::from_datum(values[1], nulls[1]);
+                    threshold = AnyNumeric::from_datum(values[3], nulls[3]);
+                }
+                false
+            },
+        );
         pg_sys::UnregisterSnapshot(snapshot);
-        let Some(row_balance) = row_balance.filter(|_| all.iter().any(|(slot, ..)| *slot == preferred)) else {
+        let Some(row_balance) =
+            row_balance.filter(|_| all.iter().any(|(slot, ..)| *slot == preferred))
+        else {
             // Not hot any more, or reshaped since this backend looked.
             return SlotCharge::StepAside;
         };
@@ -469,22 +652,44 @@ impl Tables {
         }
         candidates.sort_by_key(|(slot, ..)| (slot - preferred).rem_euclid(crate::hot::MAX_SLOTS));
         let balance = canonical(
-            all.iter().fold(row_balance, |total, (_, _, available)| total + available.clone()) - cost.clone(),
+            all.iter().fold(row_balance, |total, (_, _, available)| {
+                total + available.clone()
+            }) - cost.clone(),
         );
         // Without waiting first (passing over slots that are busy or changed since the
         // snapshot), then, every candidate passed over, waiting for the first.
-        let attempts = candidates.iter().map(|candidate| (*candidate, false)).chain([(candidates[0], true)]);
+        let attempts = candidates
+            .iter()
+            .map(|candidate| (*candidate, false))
+            .chain([(candidates[0], true)]);
         for (&(slot, mut version, ref available), wait) in attempts {
             let slot_datum = slot.into_datum().expect("an integer");
             let left = canonical(available.clone() - cost.clone());
-            let mut values = [account_datum, slot_datum, left.into_datum().expect("a number")];
+            let mut values = [
+                account_datum,
+                slot_datum,
+                left.into_datum().expect("a number"),
+            ];
             let mut nulls = [false; 3];
-            let new_row = pg_sys::heap_form_tuple((*slots.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
-            match slots.update(&mut version, new_row, &mut [account_datum, slot_datum], wait) {
-                Update::Done => {
+            let new_row = pg_sys::heap_form_tuple(
+                (*slots.heap).rd_att,
+                values.as_mut_ptr(),
+                nulls.as_mut_ptr(),
+            );
+            match slots.update(
+                &mut version,
+                new_row,
+                &mut [account_datum, slot_datum],
+                wait,
+            ) {
+                Update::Done(_) => {
                     self.append_entry(entry, account_datum, None, now);
                     pg_sys::CommandCounterIncrement();
-                    return SlotCharge::Taken { balance, threshold, slot };
+                    return SlotCharge::Taken {
+                        balance,
+                        threshold,
+                        slot,
+                    };
                 }
                 Update::Busy | Update::Lost if !wait => continue,
                 Update::Busy | Update::Lost => return SlotCharge::StepAside,
@@ -502,10 +707,17 @@ impl Tables {
         let index = self.ledger_keys.expect("opened for entries with a key");
         let key = key.into_datum().expect("text is never NULL");
         let mut recorded = false;
-        scan(self.ledger.heap, index, snapshot, &mut [text_key(index, 1, account), text_key(index, 2, key)], 1, |_, _, _| {
-            recorded = true;
-            false
-        });
+        scan(
+            self.ledger.heap,
+            index,
+            snapshot,
+            &mut [text_key(index, 1, account), text_key(index, 2, key)],
+            1,
+            |_, _, _| {
+                recorded = true;
+                false
+            },
+        );
         recorded
     }
 
@@ -513,18 +725,30 @@ impl Tables {
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
         for settled in accounts {
             let mut version = settled.version;
-            let new_row = self.accounts.with_version(version, ACCOUNT_COLUMNS.len(), |values, nulls| {
-                values[1] = settled.balance.clone().into_datum().expect("a number");
-                values[6] = now;
-                pg_sys::heap_form_tuple((*self.accounts.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr())
-            });
+            let new_row =
+                self.accounts
+                    .with_version(version, ACCOUNT_COLUMNS.len(), |values, nulls| {
+                        values[1] = settled.balance.clone().into_datum().expect("a number");
+                        values[6] = now;
+                        pg_sys::heap_form_tuple(
+                            (*self.accounts.heap).rd_att,
+                            values.as_mut_ptr(),
+                            nulls.as_mut_ptr(),
+                        )
+                    });
             // The index key from our own copy of the id: the version's columns pointed
             // into its buffer, which other backends may prune and compact once unpinned.
             let account = settled.account.into_datum().expect("text is never NULL");
             // Locked by the caller: nobody else can have changed it, and heap_update does
             // not wait for our own lock.
-            if !matches!(self.accounts.update(&mut version, new_row, &mut [account], true), Update::Done) {
-                pgrx::error!("pg_credits: an account row locked by charge_many changed under its lock");
+            if !matches!(
+                self.accounts
+                    .update(&mut version, new_row, &mut [account], true),
+                Update::Done(_)
+            ) {
+                pgrx::error!(
+                    "pg_credits: an account row locked by charge_many changed under its lock"
+                );
             }
         }
         for (entry, balance_after) in entries {
@@ -534,39 +758,92 @@ impl Tables {
         pg_sys::CommandCounterIncrement();
     }
 
-    unsafe fn append_entry(&self, entry: &Entry<'_>, account: Datum, balance_after: Option<&AnyNumeric>, now: Datum) {
-        let id: i64 = pgrx::direct_function_call(pg_sys::nextval_oid, &[self.ledger_ids.into_datum()])
-            .expect("nextval returns a value");
+    unsafe fn append_entry(
+        &self,
+        entry: &Entry<'_>,
+        account: Datum,
+        balance_after: Option<&AnyNumeric>,
+        now: Datum,
+    ) {
+        let movement = NewEntry {
+            amount: entry.movement.ledger_amount(&entry.amount.value),
+            balance_after: balance_after.cloned(),
+            kind: entry.movement.kind(),
+            reason: entry.reason,
+            idempotency_key: entry.idempotency_key,
+            metadata: entry.metadata.as_ref(),
+            hold_id: None,
+            held_amount: None,
+            outcome: None,
+        };
+        self.append(&movement, account, now);
+    }
+
+    /// Appends an entry of `account` at `now`, as an INSERT would: its id from the
+    /// ledger's identity sequence, and indexed in (account, id), (account, created_at),
+    /// and in the partial (account, idempotency_key) index when it has a key.
+    unsafe fn append(&self, entry: &NewEntry<'_>, account: Datum, now: Datum) {
+        let id: i64 =
+            pgrx::direct_function_call(pg_sys::nextval_oid, &[self.ledger_ids.into_datum()])
+                .expect("nextval returns a value");
         let txid = pg_sys::GetTopFullTransactionId().value;
         let mut values = [
             id.into_datum(),
             Some(account),
-            entry.movement.ledger_amount(&entry.amount.value).into_datum(),
-            balance_after.cloned().into_datum(),
-            entry.movement.kind().into_datum(),
+            entry.amount.clone().into_datum(),
+            entry.balance_after.clone().into_datum(),
+            entry.kind.into_datum(),
             entry.reason.into_datum(),
             entry.idempotency_key.into_datum(),
-            entry.metadata.as_ref().map(|m| JsonB(m.0.clone())).into_datum(),
+            entry.metadata.map(|m| JsonB(m.0.clone())).into_datum(),
             Some(now),
             Some(Datum::from(txid)),
             None,
-            None,
-            None,
-            None,
+            entry.hold_id.into_datum(),
+            entry.held_amount.clone().into_datum(),
+            entry.outcome.clone().map(JsonB).into_datum(),
         ];
         let mut nulls = values.map(|v| v.is_none());
         let mut datums = values.each_mut().map(|v| v.unwrap_or(Datum::from(0)));
-        let row = pg_sys::heap_form_tuple((*self.ledger.heap).rd_att, datums.as_mut_ptr(), nulls.as_mut_ptr());
+        let row = pg_sys::heap_form_tuple(
+            (*self.ledger.heap).rd_att,
+            datums.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+        );
         pg_sys::simple_heap_insert(self.ledger.heap, row);
-        // (account, id), (account, created_at), and (account, idempotency_key) in the
-        // partial index when there is a key.
         self.ledger.index(&mut [datums[1], datums[0]], row, false);
-        insert_index_entry(self.ledger_history, self.ledger.heap, &mut [datums[1], datums[8]], row, false);
+        insert_index_entry(
+            self.ledger_history,
+            self.ledger.heap,
+            &mut [datums[1], datums[8]],
+            row,
+            false,
+        );
         if entry.idempotency_key.is_some() {
             let keys = self.ledger_keys.expect("opened for entries with a key");
-            insert_index_entry(keys, self.ledger.heap, &mut [datums[1], datums[6]], row, false);
+            insert_index_entry(
+                keys,
+                self.ledger.heap,
+                &mut [datums[1], datums[6]],
+                row,
+                false,
+            );
         }
     }
+}
+
+/// The columns of a new ledger entry that are not the same for every entry (its id,
+/// account, time and transaction).
+struct NewEntry<'a> {
+    amount: AnyNumeric,
+    balance_after: Option<AnyNumeric>,
+    kind: &'static str,
+    reason: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    metadata: Option<&'a JsonB>,
+    hold_id: Option<i64>,
+    held_amount: Option<AnyNumeric>,
+    outcome: Option<serde_json::Value>,
 }
 
 impl Table {
@@ -613,7 +890,7 @@ impl Table {
             // Not a HOT update: the new version needs its own index entry.
             self.index(key, new_row, true);
         }
-        Update::Done
+        Update::Done(needs_index_entry)
     }
 
     /// Indexes a written row in the primary key, whose columns are `key` (none NULL).
@@ -629,7 +906,10 @@ impl Table {
         columns: usize,
         f: impl FnOnce(&mut [Datum], &mut [bool]) -> T,
     ) -> T {
-        let mut tuple = pg_sys::HeapTupleData { t_self: version, ..Default::default() };
+        let mut tuple = pg_sys::HeapTupleData {
+            t_self: version,
+            ..Default::default()
+        };
         let mut buffer: pg_sys::Buffer = 0;
         let any = std::ptr::addr_of_mut!(pg_sys::SnapshotAnyData);
         if !pg_sys::heap_fetch(self.heap, any, &mut tuple, &mut buffer, false) {
@@ -637,7 +917,12 @@ impl Table {
         }
         let mut values = vec![Datum::from(0); columns];
         let mut nulls = vec![false; columns];
-        pg_sys::heap_deform_tuple(&mut tuple, (*self.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::heap_deform_tuple(
+            &mut tuple,
+            (*self.heap).rd_att,
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+        );
         let result = f(&mut values, &mut nulls);
         pg_sys::ReleaseBuffer(buffer);
         result
@@ -655,7 +940,13 @@ unsafe fn scan(
     mut each: impl FnMut(&mut [Datum], &mut [bool], pg_sys::ItemPointerData) -> bool,
 ) {
     let scan = compat::index_beginscan(heap, index, snapshot, keys.len() as i32);
-    pg_sys::index_rescan(scan, keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
+    pg_sys::index_rescan(
+        scan,
+        keys.as_mut_ptr(),
+        keys.len() as i32,
+        std::ptr::null_mut(),
+        0,
+    );
     let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
     while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
         pg_sys::slot_getsomeattrs_int(slot, columns as i32);
@@ -698,6 +989,15 @@ unsafe fn insert_index_entry(
 /// collation: a B-tree is ordered by it, and a descent under another collation (the
 /// idempotency key column has the database's) can miss entries that are there.
 unsafe fn text_key(index: pg_sys::Relation, column: i16, value: Datum) -> pg_sys::ScanKeyData {
+    equal_key(index, column, pg_sys::F_TEXTEQ, value)
+}
+
+unsafe fn equal_key(
+    index: pg_sys::Relation,
+    column: i16,
+    equals: u32,
+    value: Datum,
+) -> pg_sys::ScanKeyData {
     let mut key = pg_sys::ScanKeyData::default();
     pg_sys::ScanKeyEntryInitialize(
         &mut key,
@@ -706,7 +1006,7 @@ unsafe fn text_key(index: pg_sys::Relation, column: i16, value: Datum) -> pg_sys
         pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
         pg_sys::InvalidOid,
         *(*index).rd_indcollation.add(column as usize - 1),
-        pg_sys::RegProcedure::from(pg_sys::F_TEXTEQ),
+        pg_sys::RegProcedure::from(equals),
         value,
     );
     key
@@ -726,13 +1026,20 @@ impl Catalog {
     /// The relation has exactly these columns (none dropped, each of its type, without a
     /// typmod, NOT NULL as made) and exactly these indexes, and no CHECK constraints,
     /// rules or forced row security.
-    unsafe fn as_made(&self, relation: pg_sys::Relation, columns: &[Column], indexes: &[Oid]) -> bool {
+    unsafe fn as_made(
+        &self,
+        relation: pg_sys::Relation,
+        columns: &[Column],
+        indexes: &[Oid],
+    ) -> bool {
         let class = &*(*relation).rd_rel;
         if class.relhasrules || class.relforcerowsecurity {
             return false;
         }
         let desc = &*(*relation).rd_att;
-        if desc.natts as usize != columns.len() || desc.constr.as_ref().is_some_and(|c| c.num_check > 0) {
+        if desc.natts as usize != columns.len()
+            || desc.constr.as_ref().is_some_and(|c| c.num_check > 0)
+        {
             return false;
         }
         let same_columns = columns.iter().enumerate().all(|(index, column)| {
@@ -750,7 +1057,9 @@ impl Catalog {
         let list = pg_sys::RelationGetIndexList(relation);
         same_columns
             && pg_sys::list_length(list) as usize == indexes.len()
-            && indexes.iter().all(|oid| pg_sys::list_member_oid(list, *oid))
+            && indexes
+                .iter()
+                .all(|oid| pg_sys::list_member_oid(list, *oid))
     }
 }
 
@@ -773,28 +1082,27 @@ unsafe fn triggers(relation: pg_sys::Relation) -> Option<&'static pg_sys::Trigge
     (*relation).trigdesc.as_ref()
 }
 
-/// No trigger an UPDATE of the table fires, except pg_credits' own AFTER guard `guard`
-/// (whose WHEN clause is false for pg_credits' writes).
-unsafe fn only_ours_on_update(relation: pg_sys::Relation, guard: &CStr) -> bool {
-    let Some(desc) = triggers(relation) else { return true };
-    if desc.trig_update_before_row
-        || desc.trig_update_instead_row
-        || desc.trig_update_before_statement
-        || desc.trig_update_after_statement
-    {
-        return false;
-    }
-    std::slice::from_raw_parts(desc.triggers, desc.numtriggers as usize).iter().all(|trigger| {
-        trigger.tgtype as u32 & pg_sys::TRIGGER_TYPE_UPDATE == 0 || CStr::from_ptr(trigger.tgname) == guard
-    })
-}
-
-unsafe fn no_insert_triggers(ledger: pg_sys::Relation) -> bool {
-    triggers(ledger).is_none_or(|desc| {
-        !(desc.trig_insert_before_row
-            || desc.trig_insert_after_row
+/// No trigger an UPDATE or INSERT (`event`) of the table fires but pg_credits' own AFTER
+/// row triggers named in `ours`, whose WHEN clause is false for pg_credits' writes.
+unsafe fn only_ours(relation: pg_sys::Relation, event: u32, ours: &[&CStr]) -> bool {
+    let Some(desc) = triggers(relation) else {
+        return true;
+    };
+    let other_kinds = if event == pg_sys::TRIGGER_TYPE_UPDATE {
+        desc.trig_update_before_row
+            || desc.trig_update_instead_row
+            || desc.trig_update_before_statement
+            || desc.trig_update_after_statement
+    } else {
+        desc.trig_insert_before_row
             || desc.trig_insert_instead_row
             || desc.trig_insert_before_statement
-            || desc.trig_insert_after_statement)
-    })
+            || desc.trig_insert_after_statement
+    };
+    !other_kinds
+        && std::slice::from_raw_parts(desc.triggers, desc.numtriggers as usize)
+            .iter()
+            .all(|trigger| {
+                trigger.tgtype as u32 & event == 0 || ours.contains(&CStr::from_ptr(trigger.tgname))
+            })
 }
