@@ -569,7 +569,7 @@ static RESOLVE: Statement = Statement {
                                    THEN 'depleted' ELSE g.closed END,
                      closed_at = CASE WHEN g.closed IS NULL AND g.grant_id <> 0 AND g.remaining = 0 AND g.held = d.amount
                                       THEN $10 ELSE g.closed_at END
-                FROM d WHERE g.account = $1 AND g.grant_id = d.pool),
+                FROM d WHERE g.account = $1 AND g.grant_id = d.pool AND g.grant_id = ANY ($3)),
           total AS (SELECT coalesce(pg_catalog.sum(amount), 0) AS amount FROM d),
           moved AS (
               UPDATE credits.accounts a SET balance = pg_catalog.trim_scale(a.balance - total.amount),

@@ -410,12 +410,15 @@ pub fn columns(draws: &[Draw<AnyNumeric>]) -> (Vec<i64>, Vec<AnyNumeric>) {
         .unzip()
 }
 
-/// What grants not in effect yet at $2 hold, and whether a grant is due to expire.
+/// What grants not in effect yet at $2 hold, and whether a grant is due to expire (the
+/// own balance never is). The soonest expiry, not "any expired": that reads one entry of
+/// the expiry index, where a filter on expires_at let the planner walk the account's
+/// whole burn order.
 static GRANT_STATE: Statement = Statement {
     sql: "SELECT (SELECT coalesce(pg_catalog.sum(remaining + held), 0) FROM credits.account_grants
                    WHERE account = $1 AND closed IS NULL AND effective_at > $2),
-                 EXISTS (SELECT FROM credits.account_grants
-                          WHERE account = $1 AND closed IS NULL AND expires_at <= $2 AND grant_id <> 0)",
+                 (SELECT pg_catalog.min(expires_at) FROM credits.account_grants
+                   WHERE account = $1 AND closed IS NULL) <= $2",
     args: &[TEXT, TIMESTAMPTZ],
     generic: true,
 };
@@ -468,14 +471,16 @@ static EXPIRE_GRANTS: Statement = Statement {
     generic: true,
 };
 
-/// $2/$3: the pools drawn and the amounts, in burn order; $4 the cost.
+/// $2/$3: the pools drawn and the amounts, in burn order; $4 the cost. Every update of
+/// pools here also says `grant_id = ANY (…)` of the pools it joins: the generic plan
+/// guesses ten of them and otherwise hash-joins them with every grant of the account.
 static CHARGE: Statement = Statement {
     sql: "WITH d AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::numeric[])) WITH ORDINALITY AS d(pool, amount, n)),
           drawn AS (
               UPDATE credits.account_grants g SET remaining = pg_catalog.trim_scale(g.remaining - d.amount),
                      closed = CASE WHEN g.grant_id <> 0 AND g.remaining = d.amount AND g.held = 0 THEN 'depleted' END,
                      closed_at = CASE WHEN g.grant_id <> 0 AND g.remaining = d.amount AND g.held = 0 THEN pg_catalog.now() END
-                FROM d WHERE g.account = $1 AND g.grant_id = d.pool),
+                FROM d WHERE g.account = $1 AND g.grant_id = d.pool AND g.grant_id = ANY ($2)),
           moved AS (
               UPDATE credits.accounts SET balance = pg_catalog.trim_scale(balance - $4), updated_at = pg_catalog.now()
                WHERE account = $1
@@ -502,7 +507,7 @@ static HOLD: Statement = Statement {
           drawn AS (
               UPDATE credits.account_grants g SET remaining = pg_catalog.trim_scale(g.remaining - d.amount),
                                                   held = pg_catalog.trim_scale(g.held + d.amount)
-                FROM d WHERE g.account = $1 AND g.grant_id = d.pool),
+                FROM d WHERE g.account = $1 AND g.grant_id = d.pool AND g.grant_id = ANY ($2)),
           placed AS (
               INSERT INTO credits.holds (account, amount, pools, parts, expires_at, reason, metadata)
               VALUES ($1, $4, $2, $3, $5, $6, $8) RETURNING hold_id, expires_at),
@@ -530,7 +535,7 @@ static GIVE_BACK: Statement = Statement {
               UPDATE credits.account_grants g
                  SET held = pg_catalog.trim_scale(g.held - p.part),
                      remaining = CASE WHEN g.closed IS NULL THEN pg_catalog.trim_scale(g.remaining + p.part) ELSE g.remaining END
-                FROM p WHERE g.account = $1 AND g.grant_id = p.pool
+                FROM p WHERE g.account = $1 AND g.grant_id = p.pool AND g.grant_id = ANY ($2)
            RETURNING g.grant_id, p.part, g.closed IS NOT NULL AS closed),
           lost AS (SELECT coalesce(pg_catalog.sum(part) FILTER (WHERE closed), 0) AS amount FROM returned),
           total AS (SELECT coalesce(pg_catalog.sum(part), 0) AS held FROM p),
