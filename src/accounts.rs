@@ -4,8 +4,8 @@
 
 use crate::decide::Figures;
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::plans::{OwnWrite, Row, Statement, BOOL, INT8, JSONB, NUMERIC, TEXT, TIMESTAMPTZ};
 use crate::{hot, input};
+use crate::plans::{OwnWrite, Row, Statement, BOOL, INT8, JSONB, NUMERIC, TEXT, TIMESTAMPTZ};
 use pgrx::datum::numeric::Sign;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -21,13 +21,7 @@ fn create_account(
     low_balance_threshold: default!(Option<AnyNumeric>, "NULL"),
     metadata: default!(Option<JsonB>, "NULL"),
 ) -> AnyNumeric {
-    unwrap_or_raise(open(
-        account,
-        initial,
-        min_balance,
-        low_balance_threshold,
-        metadata,
-    ))
+    unwrap_or_raise(open(account, initial, min_balance, low_balance_threshold, metadata))
 }
 
 /// The account's balance; PT404 if there is no such account. Like `charge`, it pins
@@ -56,16 +50,8 @@ fn set_floor(account: Option<&str>, min_balance: Option<AnyNumeric>) {
 /// Sets the account's floor and its low-balance alert threshold (NULL: no alert).
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn set_limits(
-    account: Option<&str>,
-    min_balance: Option<AnyNumeric>,
-    low_balance_threshold: Option<AnyNumeric>,
-) {
-    unwrap_or_raise(limits(
-        account,
-        min_balance,
-        Threshold::Set(low_balance_threshold),
-    ))
+fn set_limits(account: Option<&str>, min_balance: Option<AnyNumeric>, low_balance_threshold: Option<AnyNumeric>) {
+    unwrap_or_raise(limits(account, min_balance, Threshold::Set(low_balance_threshold)))
 }
 
 /// What `set_limits` does with the low-balance threshold.
@@ -101,11 +87,7 @@ pub struct Account {
 impl Account {
     /// The figures a decision starts from, for an account without grants.
     pub fn figures(&self) -> Figures<AnyNumeric> {
-        Figures {
-            balance: self.balance.clone(),
-            held: self.held.clone(),
-            min_balance: self.min_balance.clone(),
-        }
+        Figures { balance: self.balance.clone(), held: self.held.clone(), min_balance: self.min_balance.clone() }
     }
 }
 
@@ -120,11 +102,7 @@ macro_rules! account_columns {
 }
 
 static LOCK: Statement = Statement {
-    sql: concat!(
-        "SELECT ",
-        account_columns!(),
-        " FROM credits.accounts a WHERE a.account = $1 FOR UPDATE OF a"
-    ),
+    sql: concat!("SELECT ", account_columns!(), " FROM credits.accounts a WHERE a.account = $1 FOR UPDATE OF a"),
     args: &[TEXT],
     generic: false,
 };
@@ -223,15 +201,12 @@ static SET_METADATA: Statement = Statement {
 
 /// Locks the account row until the end of the transaction.
 pub fn lock(client: &SpiClient<'_>, account: &str) -> Option<Account> {
-    LOCK.first_row(client, &[account.into()])
-        .map(|row| Account::from(&row))
+    LOCK.first_row(client, &[account.into()]).map(|row| Account::from(&row))
 }
 
 /// Locks the account of hold `hold_id`; its id and row, or None when there is no such hold.
 pub fn lock_holding(client: &SpiClient<'_>, hold_id: i64) -> Option<(String, Account)> {
-    LOCK_HOLDING
-        .first_row(client, &[hold_id.into()])
-        .map(|row| (row.column(8), Account::from(&row)))
+    LOCK_HOLDING.first_row(client, &[hold_id.into()]).map(|row| (row.column(8), Account::from(&row)))
 }
 
 impl From<&Row<'_>> for Account {
@@ -260,16 +235,9 @@ pub fn balance_of(client: &SpiClient<'_>, account: &str) -> Result<AnyNumeric> {
 /// The account's figures in effect now (see FIGURES_NOW).
 pub fn figures_now(client: &SpiClient<'_>, account: &str) -> Result<Figures<AnyNumeric>> {
     let row = FIGURES_NOW
-        .first_row(
-            client,
-            &[account.into(), input::timestamp(input::now()).into()],
-        )
+        .first_row(client, &[account.into(), input::timestamp(input::now()).into()])
         .ok_or_else(|| not_found(account))?;
-    Ok(Figures {
-        balance: row.column(1),
-        held: row.column(2),
-        min_balance: row.column(3),
-    })
+    Ok(Figures { balance: row.column(1), held: row.column(2), min_balance: row.column(3) })
 }
 
 /// What the account can spend now: balance − active holds − floor.
@@ -288,9 +256,7 @@ pub fn open_empty(client: &SpiClient<'_>, account: &str) {
 }
 
 fn not_found(account: &str) -> CreditsError {
-    CreditsError::AccountNotFound {
-        account: account.to_owned(),
-    }
+    CreditsError::AccountNotFound { account: account.to_owned() }
 }
 
 fn open(
@@ -317,17 +283,10 @@ fn open(
         let _own = OwnWrite::begin(account);
         let opened: Option<AnyNumeric> = OPEN.first_value(
             client,
-            &[
-                account.into(),
-                min_balance.into(),
-                low_balance_threshold.into(),
-                metadata.into(),
-            ],
+            &[account.into(), min_balance.into(), low_balance_threshold.into(), metadata.into()],
         );
         let Some(balance) = opened else {
-            return Err(CreditsError::AccountExists {
-                account: account.to_owned(),
-            });
+            return Err(CreditsError::AccountExists { account: account.to_owned() });
         };
         if initial.sign() == Sign::Zero {
             return Ok(balance);
@@ -344,46 +303,27 @@ fn affordable(account: Option<&str>, cost: Option<AnyNumeric>) -> Result<bool> {
     Spi::connect(|client| figures_now(client, account)).map(|figures| figures.can_pay(&cost.value))
 }
 
-fn limits(
-    account: Option<&str>,
-    min_balance: Option<AnyNumeric>,
-    threshold: Threshold,
-) -> Result<()> {
+fn limits(account: Option<&str>, min_balance: Option<AnyNumeric>, threshold: Threshold) -> Result<()> {
     let account = input::account(account)?;
     let min_balance = input::signed_amount("min_balance", min_balance)?;
     let (low_balance_threshold, given) = match threshold {
         Threshold::Keep => (None, false),
-        Threshold::Set(value) => (
-            input::optional_signed_amount("low_balance_threshold", value)?,
-            true,
-        ),
+        Threshold::Set(value) => (input::optional_signed_amount("low_balance_threshold", value)?, true),
     };
     Spi::connect_mut(|client| {
         let current = lock(client, account).ok_or_else(|| not_found(account))?;
         // The floor applies to the whole balance: gathered first, spread after.
         let (current, figures) = hot::whole(client, account, current, input::now());
-        let figures = Figures {
-            min_balance: min_balance.clone(),
-            ..figures
-        };
+        let figures = Figures { min_balance: min_balance.clone(), ..figures };
         if !figures.can_pay(&AnyNumeric::from(0)) {
             // The same rule as the guard trigger: no write may leave less than the floor
             // after what holds reserve.
-            return Err(CreditsError::insufficient(
-                account,
-                &figures,
-                &AnyNumeric::from(0),
-            ));
+            return Err(CreditsError::insufficient(account, &figures, &AnyNumeric::from(0)));
         }
         let _own = OwnWrite::begin(account);
         SET_LIMITS.first_row(
             client,
-            &[
-                account.into(),
-                min_balance.into(),
-                low_balance_threshold.into(),
-                given.into(),
-            ],
+            &[account.into(), min_balance.into(), low_balance_threshold.into(), given.into()],
         );
         hot::spread(client, account, current.slots);
         Ok(())

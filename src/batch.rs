@@ -25,14 +25,7 @@ use std::collections::HashMap;
 pub const MAX_ITEMS: usize = 100_000;
 
 /// item, account, cost, status, balance, error: the columns of `charge_many`.
-type ItemRow = (
-    i32,
-    String,
-    AnyNumeric,
-    &'static str,
-    Option<AnyNumeric>,
-    Option<JsonB>,
-);
+type ItemRow = (i32, String, AnyNumeric, &'static str, Option<AnyNumeric>, Option<JsonB>);
 
 /// Charges `costs[i]` to `accounts[i]` for every i, in order; one result row per item:
 /// status `charged`, `replayed` (the idempotency key had already charged this cost) or
@@ -58,13 +51,7 @@ fn charge_many(
         name!(error, Option<JsonB>),
     ),
 > {
-    let rows = unwrap_or_raise(charge_batch(
-        accounts,
-        costs,
-        idempotency_keys,
-        reason,
-        all_or_nothing,
-    ));
+    let rows = unwrap_or_raise(charge_batch(accounts, costs, idempotency_keys, reason, all_or_nothing));
     TableIterator::new(rows)
 }
 
@@ -175,10 +162,7 @@ fn charge_batch(
         outcomes
     });
     if all_or_nothing {
-        if let Some(first) = outcomes
-            .iter()
-            .position(|o| matches!(o, Outcome::Failed(_)))
-        {
+        if let Some(first) = outcomes.iter().position(|o| matches!(o, Outcome::Failed(_))) {
             if let Outcome::Failed(error) = outcomes.swap_remove(first) {
                 return Err(error);
             }
@@ -194,14 +178,7 @@ fn charge_batch(
                 Outcome::Replayed(balance) => ("replayed", balance, None),
                 Outcome::Failed(error) => ("failed", None, Some(JsonB(error.detail()))),
             };
-            (
-                index as i32 + 1,
-                item.account,
-                item.cost.value,
-                status,
-                balance,
-                error,
-            )
+            (index as i32 + 1, item.account, item.cost.value, status, balance, error)
         })
         .collect())
 }
@@ -223,11 +200,7 @@ fn items(
         ));
     }
     let same_length = |field| {
-        CreditsError::bad_input(
-            BadInput::Invalid,
-            field,
-            format!("must have as many items as accounts ({count})"),
-        )
+        CreditsError::bad_input(BadInput::Invalid, field, format!("must have as many items as accounts ({count})"))
     };
     if costs.len() != count {
         return Err(same_length("costs"));
@@ -247,9 +220,7 @@ fn items(
             Ok(Item {
                 account: input::account(account.as_deref()).map_err(at)?.to_owned(),
                 cost: input::amount("cost", cost).map_err(at)?,
-                key: input::idempotency_key(key.as_deref())
-                    .map_err(at)?
-                    .map(str::to_owned),
+                key: input::idempotency_key(key.as_deref()).map_err(at)?.map(str::to_owned),
             })
         })
         .collect()
@@ -311,9 +282,7 @@ fn decide(
     recorded: &mut Keys,
 ) -> Outcome {
     let Some(account) = running.get_mut(&item.account) else {
-        return Outcome::Failed(CreditsError::AccountNotFound {
-            account: item.account.clone(),
-        });
+        return Outcome::Failed(CreditsError::AccountNotFound { account: item.account.clone() });
     };
     if account.one_by_one {
         return match item.entry(reason).apply(client) {
@@ -355,11 +324,7 @@ fn decide(
     }
     account.balance = after.clone();
     if let Some(key) = &item.key {
-        let charged = Recorded {
-            kind: Movement::Charge.kind().into(),
-            amount: ledger_amount,
-            balance_after: Some(after.clone()),
-        };
+        let charged = Recorded { kind: Movement::Charge.kind().into(), amount: ledger_amount, balance_after: Some(after.clone()) };
         recorded.insert((item.account.clone(), key.clone()), charged);
     }
     Outcome::Charged(after)
@@ -378,9 +343,7 @@ fn write(
         .iter()
         .zip(outcomes)
         .filter_map(|(item, outcome)| match outcome {
-            Outcome::Charged(balance_after)
-                if !running[&item.account].one_by_one && !item.cost.is_zero() =>
-            {
+            Outcome::Charged(balance_after) if !running[&item.account].one_by_one && !item.cost.is_zero() => {
                 Some((item.entry(reason), balance_after.clone()))
             }
             _ => None,
@@ -398,27 +361,17 @@ fn write(
         .collect();
     let finals: Vec<direct::Settled<'_>> = charged
         .iter()
-        .map(|(name, account)| direct::Settled {
-            version: account.version,
-            account: name,
-            balance: account.balance.clone(),
-        })
+        .map(|(name, account)| direct::Settled { version: account.version, account: name, balance: account.balance.clone() })
         .collect();
     if !direct::settle(&finals, &entries) {
         let _own = OwnWrite::begin_many(charged.iter().map(|(name, _)| *name));
         let names: Vec<&str> = charged.iter().map(|(name, _)| *name).collect();
         let balances: Vec<AnyNumeric> = finals.into_iter().map(|settled| settled.balance).collect();
         let entry_accounts: Vec<&str> = entries.iter().map(|(entry, _)| entry.account).collect();
-        let amounts: Vec<AnyNumeric> = entries
-            .iter()
-            .map(|(entry, _)| Movement::Charge.ledger_amount(&entry.amount.value))
-            .collect();
-        let balances_after: Vec<AnyNumeric> =
-            entries.iter().map(|(_, after)| after.clone()).collect();
-        let keys: Vec<Option<&str>> = entries
-            .iter()
-            .map(|(entry, _)| entry.idempotency_key)
-            .collect();
+        let amounts: Vec<AnyNumeric> =
+            entries.iter().map(|(entry, _)| Movement::Charge.ledger_amount(&entry.amount.value)).collect();
+        let balances_after: Vec<AnyNumeric> = entries.iter().map(|(_, after)| after.clone()).collect();
+        let keys: Vec<Option<&str>> = entries.iter().map(|(entry, _)| entry.idempotency_key).collect();
         APPLY.all_rows(
             client,
             &[
@@ -433,11 +386,7 @@ fn write(
         );
     }
     for (name, account) in charged {
-        if notify::crossed(
-            &account.started_at,
-            &account.balance,
-            account.threshold.as_ref(),
-        ) {
+        if notify::crossed(&account.started_at, &account.balance, account.threshold.as_ref()) {
             let threshold = account.threshold.as_ref().expect("crossed");
             notify::low_balance(client, name, &account.balance, threshold);
         }

@@ -20,20 +20,9 @@ pub unsafe fn heap_update(
 ) -> (pg_sys::TM_Result::Type, bool) {
     #[cfg(feature = "pg15")]
     {
-        let result = pg_sys::heap_update(
-            relation,
-            version,
-            new_row,
-            command,
-            std::ptr::null_mut(),
-            wait,
-            failure,
-            lock_mode,
-        );
-        (
-            result,
-            !pg_sys::HeapTupleHeaderIsHeapOnly((*new_row).t_data),
-        )
+        let result =
+            pg_sys::heap_update(relation, version, new_row, command, std::ptr::null_mut(), wait, failure, lock_mode);
+        (result, !pg_sys::HeapTupleHeaderIsHeapOnly((*new_row).t_data))
     }
     #[cfg(not(feature = "pg15"))]
     {
@@ -106,10 +95,7 @@ pub fn local_transaction_id() -> u32 {
 }
 
 /// Column `index` (0-based) of a tuple descriptor (18 keeps them behind `TupleDescAttr`).
-pub unsafe fn attribute(
-    desc: pg_sys::TupleDesc,
-    index: usize,
-) -> &'static pg_sys::FormData_pg_attribute {
+pub unsafe fn attribute(desc: pg_sys::TupleDesc, index: usize) -> &'static pg_sys::FormData_pg_attribute {
     #[cfg(not(feature = "pg18"))]
     {
         &(*desc).attrs.as_slice(index + 1)[index]

@@ -92,13 +92,7 @@ impl<M: Money> Pool<M> {
     }
 
     fn burn_key(&self) -> (i32, Time, Category, Time, i64) {
-        (
-            self.priority,
-            self.expires_at,
-            self.category,
-            self.effective_at,
-            self.id,
-        )
+        (self.priority, self.expires_at, self.category, self.effective_at, self.id)
     }
 }
 
@@ -148,16 +142,9 @@ pub struct Shortfall<M> {
 /// overdraft of the own balance, allowed down to the floor. `pools` must hold every pool
 /// in effect with money left up to the one that completes the cost (the rest may be left
 /// out), and the own balance. One draw per pool, in burn order.
-pub fn draw<M: Money>(
-    figures: &Figures<M>,
-    cost: &M,
-    pools: &[Pool<M>],
-    now: Time,
-) -> Result<Vec<Draw<M>>, Shortfall<M>> {
+pub fn draw<M: Money>(figures: &Figures<M>, cost: &M, pools: &[Pool<M>], now: Time) -> Result<Vec<Draw<M>>, Shortfall<M>> {
     if !figures.can_pay(cost) {
-        return Err(Shortfall {
-            available: figures.available(),
-        });
+        return Err(Shortfall { available: figures.available() });
     }
     let mut ordered: Vec<&Pool<M>> = pools.iter().filter(|pool| pool.in_effect(now)).collect();
     ordered.sort_by(|a, b| burn_order(a, b));
@@ -168,25 +155,15 @@ pub fn draw<M: Money>(
             break;
         }
         if pool.remaining.is_positive() {
-            let amount = if pool.remaining < need {
-                pool.remaining.clone()
-            } else {
-                need.clone()
-            };
+            let amount = if pool.remaining < need { pool.remaining.clone() } else { need.clone() };
             need = need - amount.clone();
-            draws.push(Draw {
-                pool: pool.id,
-                amount,
-            });
+            draws.push(Draw { pool: pool.id, amount });
         }
     }
     if need.is_positive() {
         match draws.iter_mut().find(|draw| draw.pool == OWN_BALANCE) {
             Some(own) => own.amount = own.amount.clone() + need,
-            None => draws.push(Draw {
-                pool: OWN_BALANCE,
-                amount: need,
-            }),
+            None => draws.push(Draw { pool: OWN_BALANCE, amount: need }),
         }
     }
     Ok(draws)
@@ -197,10 +174,7 @@ pub fn draw<M: Money>(
 /// reads until this holds.
 pub fn covers<M: Money>(cost: &M, pools: &[Pool<M>], now: Time) -> bool {
     let mut covered = M::zero();
-    for pool in pools
-        .iter()
-        .filter(|pool| pool.in_effect(now) && pool.remaining.is_positive())
-    {
+    for pool in pools.iter().filter(|pool| pool.in_effect(now) && pool.remaining.is_positive()) {
         covered = covered + pool.remaining.clone();
         if covered >= *cost {
             return true;
@@ -224,10 +198,7 @@ pub fn grant<M: Money>(own_remaining: &M, amount: &M) -> Granted<M> {
         M::zero() - own_remaining.clone()
     };
     let repaid = if debt < *amount { debt } else { amount.clone() };
-    Granted {
-        remaining: amount.clone() - repaid.clone(),
-        repaid,
-    }
+    Granted { remaining: amount.clone() - repaid.clone(), repaid }
 }
 
 /// How a capture treats an amount beyond what the hold still reserves.
@@ -301,9 +272,7 @@ pub enum HoldRefusal<M> {
 
 impl<M: Money> Hold<M> {
     pub fn remaining(&self) -> M {
-        self.parts
-            .iter()
-            .fold(M::zero(), |sum, part| sum + part.amount.clone())
+        self.parts.iter().fold(M::zero(), |sum, part| sum + part.amount.clone())
     }
 
     /// An active hold past its expiry: it no longer counts, and its expiry is due.
@@ -324,13 +293,7 @@ impl<M: Money> Hold<M> {
     /// What capturing `amount` (None: all it still reserves) does: the parts taken (in
     /// burn order), the parts given back to their pools when `last`, and the excess to
     /// charge when the overage is charged.
-    pub fn capture(
-        &self,
-        amount: Option<&M>,
-        last: bool,
-        overage: Overage,
-        now: Time,
-    ) -> Result<Captured<M>, HoldRefusal<M>> {
+    pub fn capture(&self, amount: Option<&M>, last: bool, overage: Overage, now: Time) -> Result<Captured<M>, HoldRefusal<M>> {
         self.resolvable(now)?;
         let remaining = self.remaining();
         let amount = amount.cloned().unwrap_or_else(|| remaining.clone());
@@ -342,39 +305,21 @@ impl<M: Money> Hold<M> {
         } else {
             M::zero()
         };
-        let mut need = if amount > remaining {
-            remaining
-        } else {
-            amount
-        };
+        let mut need = if amount > remaining { remaining } else { amount };
         let mut taken = Vec::new();
         let mut left = Vec::new();
         for part in &self.parts {
-            let take = if part.amount < need {
-                part.amount.clone()
-            } else {
-                need.clone()
-            };
+            let take = if part.amount < need { part.amount.clone() } else { need.clone() };
             need = need - take.clone();
             let rest = part.amount.clone() - take.clone();
             if take.is_positive() {
-                taken.push(Draw {
-                    pool: part.pool,
-                    amount: take,
-                });
+                taken.push(Draw { pool: part.pool, amount: take });
             }
             if rest.is_positive() {
-                left.push(Draw {
-                    pool: part.pool,
-                    amount: rest,
-                });
+                left.push(Draw { pool: part.pool, amount: rest });
             }
         }
-        let (released, still_held) = if last {
-            (left, Vec::new())
-        } else {
-            (Vec::new(), left)
-        };
+        let (released, still_held) = if last { (left, Vec::new()) } else { (Vec::new(), left) };
         let status = if !last {
             HoldStatus::Active
         } else if released.is_empty() {
@@ -384,13 +329,7 @@ impl<M: Money> Hold<M> {
         } else {
             HoldStatus::Captured
         };
-        Ok(Captured {
-            taken,
-            released,
-            still_held,
-            excess,
-            status,
-        })
+        Ok(Captured { taken, released, still_held, excess, status })
     }
 }
 
@@ -416,9 +355,7 @@ impl<M: Money> Captured<M> {
 }
 
 pub fn sum<M: Money>(draws: &[Draw<M>]) -> M {
-    draws
-        .iter()
-        .fold(M::zero(), |total, draw| total + draw.amount.clone())
+    draws.iter().fold(M::zero(), |total, draw| total + draw.amount.clone())
 }
 
 #[cfg(test)]
@@ -434,35 +371,13 @@ mod tests {
 
     const NOW: Time = 1_000_000;
 
-    fn grant_pool(
-        id: i64,
-        remaining: i128,
-        priority: i32,
-        category: Category,
-        expires_at: Time,
-    ) -> Pool<i128> {
-        Pool {
-            id,
-            remaining,
-            priority,
-            category,
-            effective_at: 0,
-            expires_at,
-        }
+    fn grant_pool(id: i64, remaining: i128, priority: i32, category: Category, expires_at: Time) -> Pool<i128> {
+        Pool { id, remaining, priority, category, effective_at: 0, expires_at }
     }
 
     fn figures(pools: &[Pool<i128>], held: i128, min_balance: i128) -> Figures<i128> {
-        let balance = pools
-            .iter()
-            .filter(|p| p.in_effect(NOW))
-            .map(|p| p.remaining)
-            .sum::<i128>()
-            + held;
-        Figures {
-            balance,
-            held,
-            min_balance,
-        }
+        let balance = pools.iter().filter(|p| p.in_effect(NOW)).map(|p| p.remaining).sum::<i128>() + held;
+        Figures { balance, held, min_balance }
     }
 
     fn drawn(draws: &[Draw<i128>]) -> Vec<(i64, i128)> {
@@ -473,49 +388,15 @@ mod tests {
     fn burn_order_is_priority_then_expiry_then_category_then_effective_then_id() {
         let base = grant_pool(9, 1, 50, Category::Paid, NEVER);
         let cases = [
-            (
-                Pool {
-                    priority: 10,
-                    ..base.clone()
-                },
-                base.clone(),
-            ),
-            (
-                Pool {
-                    expires_at: 5_000,
-                    ..base.clone()
-                },
-                base.clone(),
-            ),
-            (
-                Pool {
-                    category: Category::Promotional,
-                    ..base.clone()
-                },
-                base.clone(),
-            ),
-            (
-                Pool {
-                    effective_at: -1,
-                    ..base.clone()
-                },
-                base.clone(),
-            ),
-            (
-                Pool {
-                    id: 3,
-                    ..base.clone()
-                },
-                base.clone(),
-            ),
+            (Pool { priority: 10, ..base.clone() }, base.clone()),
+            (Pool { expires_at: 5_000, ..base.clone() }, base.clone()),
+            (Pool { category: Category::Promotional, ..base.clone() }, base.clone()),
+            (Pool { effective_at: -1, ..base.clone() }, base.clone()),
+            (Pool { id: 3, ..base.clone() }, base.clone()),
             (Pool::own_balance(1), base.clone()),
         ];
         for (first, second) in cases {
-            assert_eq!(
-                burn_order(&first, &second),
-                Ordering::Less,
-                "{first:?} before {second:?}"
-            );
+            assert_eq!(burn_order(&first, &second), Ordering::Less, "{first:?} before {second:?}");
             assert_eq!(burn_order(&second, &first), Ordering::Greater);
         }
     }
@@ -529,28 +410,16 @@ mod tests {
             grant_pool(3, 50, 10, Category::Paid, NEVER),
         ];
         let f = figures(&pools, 0, 0);
-        assert_eq!(
-            drawn(&draw(&f, &90, &pools, NOW).unwrap()),
-            [(3, 50), (2, 20), (1, 20)]
-        );
-        assert_eq!(
-            drawn(&draw(&f, &200, &pools, NOW).unwrap()),
-            [(3, 50), (2, 20), (1, 30), (0, 100)]
-        );
-        assert_eq!(
-            draw(&f, &201, &pools, NOW),
-            Err(Shortfall { available: 200 })
-        );
+        assert_eq!(drawn(&draw(&f, &90, &pools, NOW).unwrap()), [(3, 50), (2, 20), (1, 20)]);
+        assert_eq!(drawn(&draw(&f, &200, &pools, NOW).unwrap()), [(3, 50), (2, 20), (1, 30), (0, 100)]);
+        assert_eq!(draw(&f, &201, &pools, NOW), Err(Shortfall { available: 200 }));
     }
 
     #[test]
     fn pools_out_of_effect_are_not_drawn() {
         let pools = [
             Pool::own_balance(10),
-            Pool {
-                effective_at: NOW + 1,
-                ..grant_pool(1, 30, 0, Category::Paid, NEVER)
-            },
+            Pool { effective_at: NOW + 1, ..grant_pool(1, 30, 0, Category::Paid, NEVER) },
             grant_pool(2, 30, 0, Category::Paid, NOW),
         ];
         let f = figures(&pools, 0, 0);
@@ -561,27 +430,17 @@ mod tests {
 
     #[test]
     fn an_overdraft_comes_last_and_only_from_the_own_balance() {
-        let pools = [
-            Pool::own_balance(5),
-            grant_pool(1, 10, 90, Category::Paid, NEVER),
-        ];
+        let pools = [Pool::own_balance(5), grant_pool(1, 10, 90, Category::Paid, NEVER)];
         let f = figures(&pools, 0, -20);
         // The own balance burns first (priority 50), the grant next, then the overdraft.
-        assert_eq!(
-            drawn(&draw(&f, &30, &pools, NOW).unwrap()),
-            [(0, 20), (1, 10)]
-        );
+        assert_eq!(drawn(&draw(&f, &30, &pools, NOW).unwrap()), [(0, 20), (1, 10)]);
         assert!(draw(&f, &36, &pools, NOW).is_err());
     }
 
     #[test]
     fn holds_count_against_a_spend() {
         let pools = [Pool::own_balance(60)];
-        let f = Figures {
-            balance: 100,
-            held: 40,
-            min_balance: 0,
-        };
+        let f = Figures { balance: 100, held: 40, min_balance: 0 };
         assert_eq!(f.available(), 60);
         assert!(draw(&f, &60, &pools, NOW).is_ok());
         assert_eq!(draw(&f, &61, &pools, NOW), Err(Shortfall { available: 60 }));
@@ -589,42 +448,24 @@ mod tests {
 
     #[test]
     fn a_positive_floor_is_never_spent() {
-        let pools = [
-            Pool::own_balance(50),
-            grant_pool(1, 50, 0, Category::Promotional, NEVER),
-        ];
+        let pools = [Pool::own_balance(50), grant_pool(1, 50, 0, Category::Promotional, NEVER)];
         let f = figures(&pools, 0, 30);
-        assert_eq!(
-            drawn(&draw(&f, &70, &pools, NOW).unwrap()),
-            [(1, 50), (0, 20)]
-        );
+        assert_eq!(drawn(&draw(&f, &70, &pools, NOW).unwrap()), [(1, 50), (0, 20)]);
         assert!(draw(&f, &71, &pools, NOW).is_err());
     }
 
     #[test]
     fn covers_needs_money_in_effect() {
-        let pools = [
-            grant_pool(1, 5, 0, Category::Paid, NEVER),
-            grant_pool(2, 5, 0, Category::Paid, NOW),
-        ];
+        let pools = [grant_pool(1, 5, 0, Category::Paid, NEVER), grant_pool(2, 5, 0, Category::Paid, NOW)];
         assert!(covers(&5, &pools, NOW));
         assert!(!covers(&6, &pools, NOW));
     }
 
     #[test]
     fn a_grant_repays_an_overdraft_first() {
-        let cases = [
-            (-30, 50, 30, 20),
-            (-30, 10, 10, 0),
-            (0, 10, 0, 10),
-            (40, 10, 0, 10),
-        ];
+        let cases = [(-30, 50, 30, 20), (-30, 10, 10, 0), (0, 10, 0, 10), (40, 10, 0, 10)];
         for (own, amount, repaid, remaining) in cases {
-            assert_eq!(
-                grant(&own, &amount),
-                Granted { repaid, remaining },
-                "own {own}, grant {amount}"
-            );
+            assert_eq!(grant(&own, &amount), Granted { repaid, remaining }, "own {own}, grant {amount}");
         }
     }
 
@@ -632,10 +473,7 @@ mod tests {
         Hold {
             status: HoldStatus::Active,
             expires_at: NOW + 10,
-            parts: parts
-                .iter()
-                .map(|&(pool, amount)| Draw { pool, amount })
-                .collect(),
+            parts: parts.iter().map(|&(pool, amount)| Draw { pool, amount }).collect(),
         }
     }
 
@@ -643,43 +481,22 @@ mod tests {
     fn captures_take_parts_in_order_and_release_the_rest() {
         let h = hold(&[(3, 5), (0, 10)]);
         let c = h.capture(Some(&7), true, Overage::Refuse, NOW).unwrap();
-        assert_eq!(
-            (drawn(&c.taken), drawn(&c.released), c.excess, c.status),
-            (vec![(3, 5), (0, 2)], vec![(0, 8)], 0, HoldStatus::Captured)
-        );
+        assert_eq!((drawn(&c.taken), drawn(&c.released), c.excess, c.status), (vec![(3, 5), (0, 2)], vec![(0, 8)], 0, HoldStatus::Captured));
         let c = h.capture(Some(&7), false, Overage::Refuse, NOW).unwrap();
-        assert_eq!(
-            (drawn(&c.released), drawn(&c.still_held), c.status),
-            (vec![], vec![(0, 8)], HoldStatus::Active)
-        );
+        assert_eq!((drawn(&c.released), drawn(&c.still_held), c.status), (vec![], vec![(0, 8)], HoldStatus::Active));
         let c = h.capture(None, true, Overage::Refuse, NOW).unwrap();
-        assert_eq!(
-            (c.captured(), c.released_total(), c.status),
-            (15, 0, HoldStatus::Captured)
-        );
+        assert_eq!((c.captured(), c.released_total(), c.status), (15, 0, HoldStatus::Captured));
         let c = h.capture(Some(&0), true, Overage::Refuse, NOW).unwrap();
-        assert_eq!(
-            (c.captured(), c.released_total(), c.status),
-            (0, 15, HoldStatus::Released)
-        );
-        assert_eq!(
-            h.capture(Some(&16), true, Overage::Refuse, NOW),
-            Err(HoldRefusal::Exceeds { remaining: 15 })
-        );
+        assert_eq!((c.captured(), c.released_total(), c.status), (0, 15, HoldStatus::Released));
+        assert_eq!(h.capture(Some(&16), true, Overage::Refuse, NOW), Err(HoldRefusal::Exceeds { remaining: 15 }));
         let c = h.capture(Some(&16), true, Overage::Charge, NOW).unwrap();
-        assert_eq!(
-            (c.captured(), c.excess, c.status),
-            (16, 1, HoldStatus::Captured)
-        );
+        assert_eq!((c.captured(), c.excess, c.status), (16, 1, HoldStatus::Captured));
     }
 
     #[test]
     fn a_hold_resolves_once_and_not_after_expiry() {
         let mut h = hold(&[(0, 10)]);
-        assert_eq!(
-            h.capture(None, true, Overage::Refuse, NOW + 10),
-            Err(HoldRefusal::Expired)
-        );
+        assert_eq!(h.capture(None, true, Overage::Refuse, NOW + 10), Err(HoldRefusal::Expired));
         assert!(h.lapsed(NOW + 10) && !h.lapsed(NOW + 9));
         for status in [HoldStatus::Captured, HoldStatus::Released] {
             h.status = status;
@@ -690,43 +507,26 @@ mod tests {
     }
 
     fn any_pool() -> impl Strategy<Value = Pool<i128>> {
-        (
-            1i64..1000,
-            0i128..1000,
-            0i32..=100,
-            any::<bool>(),
-            prop_oneof![Just(NEVER), NOW - 5..NOW + 5],
-            NOW - 5..NOW + 5,
-        )
-            .prop_map(
-                |(id, remaining, priority, paid, expires_at, effective_at)| Pool {
-                    id,
-                    remaining,
-                    priority,
-                    category: if paid {
-                        Category::Paid
-                    } else {
-                        Category::Promotional
-                    },
-                    effective_at,
-                    expires_at,
-                },
-            )
+        (1i64..1000, 0i128..1000, 0i32..=100, any::<bool>(), prop_oneof![Just(NEVER), NOW - 5..NOW + 5], NOW - 5..NOW + 5)
+            .prop_map(|(id, remaining, priority, paid, expires_at, effective_at)| Pool {
+                id,
+                remaining,
+                priority,
+                category: if paid { Category::Paid } else { Category::Promotional },
+                effective_at,
+                expires_at,
+            })
     }
 
     fn any_account() -> impl Strategy<Value = (Vec<Pool<i128>>, i128, i128, i128)> {
-        (
-            prop::collection::vec(any_pool(), 0..12),
-            -500i128..1000,
-            0i128..300,
-            -300i128..300,
-        )
-            .prop_map(|(mut pools, own, held, min_balance)| {
+        (prop::collection::vec(any_pool(), 0..12), -500i128..1000, 0i128..300, -300i128..300).prop_map(
+            |(mut pools, own, held, min_balance)| {
                 pools.sort_by_key(|p| p.id);
                 pools.dedup_by_key(|p| p.id);
                 pools.push(Pool::own_balance(own));
                 (pools, held, min_balance, own)
-            })
+            },
+        )
     }
 
     proptest! {

@@ -31,8 +31,7 @@ pub enum ErrorStyle {
     Postgrest,
 }
 
-pub static ERROR_STYLE: GucSetting<ErrorStyle> =
-    GucSetting::<ErrorStyle>::new(ErrorStyle::Standard);
+pub static ERROR_STYLE: GucSetting<ErrorStyle> = GucSetting::<ErrorStyle>::new(ErrorStyle::Standard);
 
 /// The longest a hold may last, in seconds (`SET credits.max_hold_ttl = '2d'`).
 pub static MAX_HOLD_TTL: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
@@ -139,25 +138,15 @@ pub type Result<T> = std::result::Result<T, CreditsError>;
 
 impl CreditsError {
     pub fn bad_input(rule: BadInput, field: &'static str, problem: impl Into<String>) -> Self {
-        CreditsError::BadInput {
-            rule,
-            field,
-            problem: problem.into(),
-        }
+        CreditsError::BadInput { rule, field, problem: problem.into() }
     }
 
     /// The same error, said of one item of a batch (1-based).
     pub fn at_item(self, item: usize) -> Self {
         match self {
-            CreditsError::BadInput {
-                rule,
-                field,
-                problem,
-            } => CreditsError::BadInput {
-                rule,
-                field,
-                problem: format!("(item {item}) {problem}"),
-            },
+            CreditsError::BadInput { rule, field, problem } => {
+                CreditsError::BadInput { rule, field, problem: format!("(item {item}) {problem}") }
+            }
             other => other,
         }
     }
@@ -221,17 +210,14 @@ impl CreditsError {
             CreditsError::GrantNotFound { .. } => "Grant not found.".to_string(),
             CreditsError::HoldFinalized { .. } => "Hold already captured or released.".to_string(),
             CreditsError::HoldExpired { .. } => "Hold expired.".to_string(),
-            CreditsError::CaptureExceedsHold { .. } => {
-                "Capture exceeds what the hold reserves.".to_string()
-            }
+            CreditsError::CaptureExceedsHold { .. } => "Capture exceeds what the hold reserves.".to_string(),
             CreditsError::AccountExists { .. } => "Account already exists.".to_string(),
             CreditsError::IdempotencyConflict { .. } => {
                 "Idempotency key already used for a different operation.".to_string()
             }
             CreditsError::ForbiddenWrite { message } => message.to_string(),
             CreditsError::ConcurrentKeyUse { .. } => {
-                "Could not serialize access due to a concurrent use of the idempotency key."
-                    .to_string()
+                "Could not serialize access due to a concurrent use of the idempotency key.".to_string()
             }
             CreditsError::BadInput { field, problem, .. } => format!("{field} {problem}"),
         }
@@ -249,13 +235,7 @@ impl CreditsError {
             "readable_message": self.readable_message(),
         });
         let fields = match self {
-            CreditsError::InsufficientBalance {
-                account,
-                balance,
-                held,
-                min_balance,
-                cost,
-            } => json!({
+            CreditsError::InsufficientBalance { account, balance, held, min_balance, cost } => json!({
                 "account": account,
                 "balance": balance.to_string(),
                 "held": held.to_string(),
@@ -268,14 +248,8 @@ impl CreditsError {
                 json!({ "hold_id": hold_id })
             }
             CreditsError::GrantNotFound { grant_id } => json!({ "grant_id": grant_id }),
-            CreditsError::HoldFinalized { hold_id, status } => {
-                json!({ "hold_id": hold_id, "status": status })
-            }
-            CreditsError::CaptureExceedsHold {
-                hold_id,
-                remaining,
-                amount,
-            } => json!({
+            CreditsError::HoldFinalized { hold_id, status } => json!({ "hold_id": hold_id, "status": status }),
+            CreditsError::CaptureExceedsHold { hold_id, remaining, amount } => json!({
                 "hold_id": hold_id,
                 "remaining": remaining.to_string(),
                 "amount": amount.to_string(),
@@ -283,10 +257,7 @@ impl CreditsError {
             CreditsError::AccountNotFound { account } | CreditsError::AccountExists { account } => {
                 json!({ "account": account })
             }
-            CreditsError::ConcurrentKeyUse {
-                account,
-                idempotency_key,
-            } => {
+            CreditsError::ConcurrentKeyUse { account, idempotency_key } => {
                 json!({ "account": account, "idempotency_key": idempotency_key })
             }
             CreditsError::IdempotencyConflict {
@@ -468,21 +439,11 @@ impl CreditsError {
 }
 
 fn available(balance: &AnyNumeric, held: &AnyNumeric, min_balance: &AnyNumeric) -> AnyNumeric {
-    Figures {
-        balance: balance.clone(),
-        held: held.clone(),
-        min_balance: min_balance.clone(),
-    }
-    .available()
+    Figures { balance: balance.clone(), held: held.clone(), min_balance: min_balance.clone() }.available()
 }
 
 /// How much the account is missing: cost - available.
-fn shortfall(
-    balance: &AnyNumeric,
-    held: &AnyNumeric,
-    min_balance: &AnyNumeric,
-    cost: &AnyNumeric,
-) -> AnyNumeric {
+fn shortfall(balance: &AnyNumeric, held: &AnyNumeric, min_balance: &AnyNumeric, cost: &AnyNumeric) -> AnyNumeric {
     crate::input::canonical(cost.clone() - available(balance, held, min_balance))
 }
 

@@ -41,18 +41,11 @@ fn grant_credits(
     idempotency_key: default!(Option<&str>, "NULL"),
     reason: default!(Option<&str>, "NULL"),
     metadata: default!(Option<JsonB>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(grant_id, i64),
-        name!(remaining, AnyNumeric),
-        name!(balance, AnyNumeric),
-    ),
-> {
+) -> TableIterator<'static, (name!(grant_id, i64), name!(remaining, AnyNumeric), name!(balance, AnyNumeric))> {
     let terms = terms(category, priority, effective_at, expires_at);
-    TableIterator::once(unwrap_or_raise(terms.and_then(|terms| {
-        give(account, amount, terms, idempotency_key, reason, metadata)
-    })))
+    TableIterator::once(unwrap_or_raise(
+        terms.and_then(|terms| give(account, amount, terms, idempotency_key, reason, metadata)),
+    ))
 }
 
 /// Takes back what the grant has left (what holds reserve of it expires when they give it
@@ -63,14 +56,7 @@ fn void_grant(
     grant_id: Option<i64>,
     reason: default!(Option<&str>, "NULL"),
     idempotency_key: default!(Option<&str>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(grant_id, i64),
-        name!(voided, AnyNumeric),
-        name!(balance, AnyNumeric),
-    ),
-> {
+) -> TableIterator<'static, (name!(grant_id, i64), name!(voided, AnyNumeric), name!(balance, AnyNumeric))> {
     TableIterator::once(unwrap_or_raise(void(grant_id, reason, idempotency_key)))
 }
 
@@ -102,45 +88,21 @@ fn terms(
     effective_at: Option<TimestampWithTimeZone>,
     expires_at: Option<TimestampWithTimeZone>,
 ) -> Result<Terms> {
-    let category = category.and_then(Category::parse).ok_or_else(|| {
-        CreditsError::bad_input(
-            BadInput::Invalid,
-            "category",
-            "must be 'paid' or 'promotional'",
-        )
-    })?;
-    let priority = priority
-        .ok_or_else(|| CreditsError::bad_input(BadInput::Null, "priority", "must not be NULL"))?;
+    let category = category
+        .and_then(Category::parse)
+        .ok_or_else(|| CreditsError::bad_input(BadInput::Invalid, "category", "must be 'paid' or 'promotional'"))?;
+    let priority = priority.ok_or_else(|| CreditsError::bad_input(BadInput::Null, "priority", "must not be NULL"))?;
     if !(0..=100).contains(&priority) {
-        return Err(CreditsError::bad_input(
-            BadInput::OutOfRange,
-            "priority",
-            "must be between 0 and 100",
-        ));
+        return Err(CreditsError::bad_input(BadInput::OutOfRange, "priority", "must be between 0 and 100"));
     }
     let expires_at = expires_at.unwrap_or_else(TimestampWithTimeZone::positive_infinity);
     if effective_at.is_some_and(|at| !at.is_finite()) {
-        return Err(CreditsError::bad_input(
-            BadInput::Invalid,
-            "effective_at",
-            "must be a finite time (NULL: now)",
-        ));
+        return Err(CreditsError::bad_input(BadInput::Invalid, "effective_at", "must be a finite time (NULL: now)"));
     }
-    if expires_at.is_neg_infinity()
-        || effective_at.is_some_and(|at| input::time(at) >= input::time(expires_at))
-    {
-        return Err(CreditsError::bad_input(
-            BadInput::Invalid,
-            "expires_at",
-            "must be after effective_at",
-        ));
+    if expires_at.is_neg_infinity() || effective_at.is_some_and(|at| input::time(at) >= input::time(expires_at)) {
+        return Err(CreditsError::bad_input(BadInput::Invalid, "expires_at", "must be after effective_at"));
     }
-    Ok(Terms {
-        category,
-        priority,
-        effective_at,
-        expires_at,
-    })
+    Ok(Terms { category, priority, effective_at, expires_at })
 }
 
 fn give(
@@ -154,22 +116,14 @@ fn give(
     let account = input::account(account)?;
     let amount = input::amount("amount", amount)?;
     if amount.is_zero() {
-        return Err(CreditsError::bad_input(
-            BadInput::Invalid,
-            "amount",
-            "must be positive",
-        ));
+        return Err(CreditsError::bad_input(BadInput::Invalid, "amount", "must be positive"));
     }
     let idempotency_key = input::idempotency_key(idempotency_key)?;
     let reason = input::reason(reason)?;
     let metadata = input::metadata(metadata)?;
     let now = input::now();
     if input::time(terms.expires_at) <= now {
-        return Err(CreditsError::bad_input(
-            BadInput::Invalid,
-            "expires_at",
-            "must be in the future",
-        ));
+        return Err(CreditsError::bad_input(BadInput::Invalid, "expires_at", "must be in the future"));
     }
     Spi::connect_mut(|client| {
         accounts::open_empty(client, account);
@@ -180,9 +134,7 @@ fn give(
             if let Some(original) = pools::keyed(client, account, key) {
                 original.same(account, key, "grant", amount.value.clone())?;
                 return Ok((
-                    original
-                        .field("grant_id")
-                        .expect("a grant's outcome has its id"),
+                    original.field("grant_id").expect("a grant's outcome has its id"),
                     original.field("remaining").expect("remaining"),
                     original.field("balance").expect("balance"),
                 ));
@@ -192,10 +144,7 @@ fn give(
             return Err(CreditsError::bad_input(
                 BadInput::OutOfRange,
                 "amount",
-                format!(
-                    "would take the balance beyond {} digits",
-                    input::MAX_INTEGER_DIGITS
-                ),
+                format!("would take the balance beyond {} digits", input::MAX_INTEGER_DIGITS),
             ));
         }
         let _own = OwnWrite::begin(account);
@@ -204,23 +153,14 @@ fn give(
         }
         let effective_at = terms.effective_at.unwrap_or_else(|| input::timestamp(now));
         // Only credit in effect repays an overdraft.
-        let own: AnyNumeric = OWN_POOL
-            .first_value(client, &[account.into()])
-            .expect("the own pool");
+        let own: AnyNumeric = OWN_POOL.first_value(client, &[account.into()]).expect("the own pool");
         let granted = if input::time(effective_at) <= now {
             decide::grant(&own, &amount.value)
         } else {
-            decide::Granted {
-                repaid: AnyNumeric::from(0),
-                remaining: amount.value.clone(),
-            }
+            decide::Granted { repaid: AnyNumeric::from(0), remaining: amount.value.clone() }
         };
         let pending = canonical(row.balance.clone() - figures.balance.clone());
-        let added_pending = if input::time(effective_at) > now {
-            amount.value.clone()
-        } else {
-            AnyNumeric::from(0)
-        };
+        let added_pending = if input::time(effective_at) > now { amount.value.clone() } else { AnyNumeric::from(0) };
         let written = GRANT
             .first_row(
                 client,
@@ -239,19 +179,11 @@ fn give(
                 ],
             )
             .expect("the locked account");
-        Ok((
-            written.column(1),
-            canonical(granted.remaining),
-            written.column(2),
-        ))
+        Ok((written.column(1), canonical(granted.remaining), written.column(2)))
     })
 }
 
-fn void(
-    grant_id: Option<i64>,
-    reason: Option<&str>,
-    idempotency_key: Option<&str>,
-) -> Result<(i64, AnyNumeric, AnyNumeric)> {
+fn void(grant_id: Option<i64>, reason: Option<&str>, idempotency_key: Option<&str>) -> Result<(i64, AnyNumeric, AnyNumeric)> {
     let grant_id = grant_id_of(grant_id)?;
     let reason = input::reason(reason)?;
     let idempotency_key = input::idempotency_key(idempotency_key)?;
@@ -262,8 +194,7 @@ fn void(
         let (row, figures) = pools::settled(client, &account, row, now);
         if let Some(key) = idempotency_key {
             if let Some(original) = pools::keyed(client, &account, key) {
-                let same =
-                    original.kind == "void" && original.field::<i64>("grant_id") == Some(grant_id);
+                let same = original.kind == "void" && original.field::<i64>("grant_id") == Some(grant_id);
                 if !same {
                     return Err(CreditsError::IdempotencyConflict {
                         account,
@@ -274,11 +205,7 @@ fn void(
                         amount: AnyNumeric::from(0),
                     });
                 }
-                return Ok((
-                    grant_id,
-                    original.field("voided").expect("voided"),
-                    original.field("balance").expect("balance"),
-                ));
+                return Ok((grant_id, original.field("voided").expect("voided"), original.field("balance").expect("balance")));
             }
         }
         let pending = canonical(row.balance.clone() - figures.balance.clone());
@@ -286,18 +213,9 @@ fn void(
         let written = VOID
             .first_row(
                 client,
-                &[
-                    account.as_str().into(),
-                    grant_id.into(),
-                    input::timestamp(now).into(),
-                    reason.into(),
-                    idempotency_key.into(),
-                    pending.into(),
-                ],
+                &[account.as_str().into(), grant_id.into(), input::timestamp(now).into(), reason.into(), idempotency_key.into(), pending.into()],
             )
-            .ok_or_else(|| CreditsError::ForbiddenWrite {
-                message: "This grant has expired, was voided or is used up.",
-            })?;
+            .ok_or_else(|| CreditsError::ForbiddenWrite { message: "This grant has expired, was voided or is used up." })?;
         Ok((grant_id, written.column(1), written.column(2)))
     })
 }
@@ -325,8 +243,7 @@ fn reexpire(grant_id: Option<i64>, expires_at: Option<TimestampWithTimeZone>) ->
 fn refuse_hot(row: &Account) -> Result<()> {
     if row.slots > 0 {
         return Err(CreditsError::ForbiddenWrite {
-            message:
-                "A hot account (credits.set_slots) cannot receive grants: set its slots to 0 first.",
+            message: "A hot account (credits.set_slots) cannot receive grants: set its slots to 0 first.",
         });
     }
     Ok(())
@@ -334,20 +251,14 @@ fn refuse_hot(row: &Account) -> Result<()> {
 
 fn grant_id_of(grant_id: Option<i64>) -> Result<i64> {
     match grant_id {
-        None => Err(CreditsError::bad_input(
-            BadInput::Null,
-            "grant_id",
-            "must not be NULL",
-        )),
+        None => Err(CreditsError::bad_input(BadInput::Null, "grant_id", "must not be NULL")),
         Some(id) if id <= 0 => Err(CreditsError::GrantNotFound { grant_id: id }),
         Some(id) => Ok(id),
     }
 }
 
 fn account_of(client: &SpiClient<'_>, grant_id: i64) -> Result<String> {
-    GRANT_ACCOUNT
-        .first_value(client, &[grant_id.into()])
-        .ok_or(CreditsError::GrantNotFound { grant_id })
+    GRANT_ACCOUNT.first_value(client, &[grant_id.into()]).ok_or(CreditsError::GrantNotFound { grant_id })
 }
 
 static GRANT_ACCOUNT: Statement = Statement {

@@ -23,8 +23,8 @@
 use crate::decide::Figures;
 use crate::error::{self, CreditsError};
 use crate::input::{self, canonical};
-use crate::plans::{is_direct_write, Statement, NUMERIC, TEXT};
 use crate::{notify, pools};
+use crate::plans::{is_direct_write, Statement, NUMERIC, TEXT};
 use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::prelude::*;
 use pgrx::{AllocatedByPostgres, AnyNumeric};
@@ -34,9 +34,7 @@ type TriggerRow<'a> = Option<PgHeapTuple<'a, AllocatedByPostgres>>;
 
 /// BEFORE INSERT, and AFTER a direct UPDATE, of credits.accounts.
 #[pg_trigger]
-fn guard_accounts<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> std::result::Result<TriggerRow<'a>, Infallible> {
+fn guard_accounts<'a>(trigger: &'a PgTrigger<'a>) -> std::result::Result<TriggerRow<'a>, Infallible> {
     match guard_row(trigger) {
         Ok(row) => Ok(row),
         Err(error) => error.raise(),
@@ -63,9 +61,7 @@ fn reconcile(trigger: &PgTrigger<'_>) -> error::Result<()> {
     let new = trigger.new().expect("an AFTER INSERT row trigger has NEW");
     let account: String = column(&new, "account");
     let slots_as_counted = Spi::connect_mut(|client| {
-        RECONCILE
-            .first_value::<bool>(client, &[account.as_str().into()])
-            .expect("one row")
+        RECONCILE.first_value::<bool>(client, &[account.as_str().into()]).expect("one row")
     });
     if slots_as_counted {
         Ok(())
@@ -149,9 +145,7 @@ static ADJUSTMENT: Statement = Statement {
 };
 
 fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
-    let new = trigger
-        .new()
-        .expect("a BEFORE INSERT or UPDATE row trigger has NEW");
+    let new = trigger.new().expect("a BEFORE INSERT or UPDATE row trigger has NEW");
     let account: String = column(&new, "account");
     if !is_direct_write(&account) {
         return Ok(Some(new));
@@ -190,11 +184,7 @@ fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
     } else {
         AnyNumeric::from(0)
     };
-    let after = Figures {
-        balance: canonical(new_balance.clone() - pending.clone()),
-        held,
-        min_balance,
-    };
+    let after = Figures { balance: canonical(new_balance.clone() - pending.clone()), held, min_balance };
     if !after.can_pay(&AnyNumeric::from(0)) {
         // Reported as a charge of the amount the write takes away, from the balance it
         // started at: shortfall = cost - available before = what the write overdraws.
@@ -205,37 +195,20 @@ fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
             }
             _ => (after.balance.clone(), AnyNumeric::from(0)),
         };
-        return Err(CreditsError::insufficient(
-            &account,
-            &Figures { balance, ..after },
-            &cost,
-        ));
+        return Err(CreditsError::insufficient(&account, &Figures { balance, ..after }, &cost));
     }
     if let Some(old) = old_balance {
         if new_balance != old {
-            let threshold: Option<AnyNumeric> = new
-                .get_by_name("low_balance_threshold")
-                .expect("credits.accounts has this column");
+            let threshold: Option<AnyNumeric> =
+                new.get_by_name("low_balance_threshold").expect("credits.accounts has this column");
             Spi::connect_mut(|client| {
                 let amount = canonical(new_balance.clone() - old.clone());
                 if has_grants {
                     pools::adjust_own_balance(client, &account, &amount);
                 }
-                ADJUSTMENT.first_row(
-                    client,
-                    &[
-                        account.as_str().into(),
-                        amount.into(),
-                        new_balance.clone().into(),
-                    ],
-                );
+                ADJUSTMENT.first_row(client, &[account.as_str().into(), amount.into(), new_balance.clone().into()]);
                 if notify::crossed(&old, &new_balance, threshold.as_ref()) {
-                    notify::low_balance(
-                        client,
-                        &account,
-                        &new_balance,
-                        threshold.as_ref().expect("crossed"),
-                    );
+                    notify::low_balance(client, &account, &new_balance, threshold.as_ref().expect("crossed"));
                 }
             });
         }
@@ -244,15 +217,12 @@ fn guard_row<'a>(trigger: &'a PgTrigger<'a>) -> error::Result<TriggerRow<'a>> {
 }
 
 const SLOTS_CHANGED: CreditsError = CreditsError::ForbiddenWrite {
-    message:
-        "An account's slots change only through credits.set_slots, which moves the money with them.",
+    message: "An account's slots change only through credits.set_slots, which moves the money with them.",
 };
 
 fn column<T>(row: &PgHeapTuple<'_, AllocatedByPostgres>, name: &str) -> T
 where
-    T: pgrx::datum::FromDatum
-        + pgrx::datum::IntoDatum
-        + for<'t> pgrx::datum::UnboxDatum<As<'t> = T>,
+    T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum + for<'t> pgrx::datum::UnboxDatum<As<'t> = T>,
 {
     row.get_by_name(name)
         .expect("credits.accounts has this column")

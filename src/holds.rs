@@ -16,9 +16,7 @@ use crate::accounts::{self, Account};
 use crate::decide::{self, Hold, HoldRefusal, HoldStatus, Overage};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result, MAX_HOLD_TTL};
 use crate::input::{self, canonical, Amount};
-use crate::plans::{
-    OwnWrite, Statement, INT4, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERIC_ARRAY, TEXT, TIMESTAMPTZ,
-};
+use crate::plans::{OwnWrite, Statement, INT4, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERIC_ARRAY, TEXT, TIMESTAMPTZ};
 use crate::pools::{self, GiveBack, Spend};
 use crate::{direct, hot, notify};
 use pgrx::datetime::{Interval, TimestampWithTimeZone};
@@ -47,14 +45,7 @@ fn hold(
         name!(available, AnyNumeric),
     ),
 > {
-    TableIterator::once(unwrap_or_raise(place(
-        account,
-        amount,
-        ttl,
-        idempotency_key,
-        reason,
-        metadata,
-    )))
+    TableIterator::once(unwrap_or_raise(place(account, amount, ttl, idempotency_key, reason, metadata)))
 }
 
 /// Captures `amount` of the hold (NULL: all it still reserves); with `final` the rest is
@@ -92,15 +83,7 @@ fn capture(
         name!(balance, AnyNumeric),
     ),
 > {
-    TableIterator::once(unwrap_or_raise(settle(
-        hold_id,
-        amount,
-        r#final,
-        idempotency_key,
-        reason,
-        metadata,
-        overage,
-    )))
+    TableIterator::once(unwrap_or_raise(settle(hold_id, amount, r#final, idempotency_key, reason, metadata, overage)))
 }
 
 /// Releases all the hold still reserves.
@@ -120,15 +103,7 @@ fn release(
     ),
 > {
     let zero = Some(AnyNumeric::from(0));
-    TableIterator::once(unwrap_or_raise(settle(
-        hold_id,
-        zero,
-        Some(true),
-        idempotency_key,
-        reason,
-        None,
-        Some("refuse"),
-    )))
+    TableIterator::once(unwrap_or_raise(settle(hold_id, zero, Some(true), idempotency_key, reason, None, Some("refuse"))))
 }
 
 /// Gives an active hold a new expiry, `ttl` from now (NULL: none); returns it.
@@ -161,13 +136,7 @@ fn place(
     let metadata = input::metadata(metadata)?;
     let now = input::now();
     let expires_at = expiry(now, ttl)?;
-    let spend = Spend {
-        account,
-        reason,
-        idempotency_key,
-        metadata: metadata.as_ref(),
-        hold_id: None,
-    };
+    let spend = Spend { account, reason, idempotency_key, metadata: metadata.as_ref(), hold_id: None };
     if hot::known_slots(account).is_none() && !pools::known_to_have_grants(account) {
         if let Some(placed) = direct::hold(&spend, &amount.value, expires_at) {
             return Ok(placed_row(&amount.value, placed));
@@ -197,32 +166,18 @@ fn place_locked(
             original.same(account, key, "hold", amount.clone())?;
             let expires_at: Option<String> = original.field("expires_at");
             return Ok((
-                original
-                    .field("hold_id")
-                    .expect("a hold's outcome has its id"),
+                original.field("hold_id").expect("a hold's outcome has its id"),
                 amount.clone(),
-                expires_at
-                    .and_then(|text| text.parse().ok())
-                    .filter(|at: &TimestampWithTimeZone| at.is_finite()),
-                original
-                    .field("available")
-                    .expect("a hold's outcome has what was available"),
+                expires_at.and_then(|text| text.parse().ok()).filter(|at: &TimestampWithTimeZone| at.is_finite()),
+                original.field("available").expect("a hold's outcome has what was available"),
             ));
         }
     }
-    Ok(placed_row(
-        amount,
-        pools::hold(client, spend, &row, &figures, amount, expires_at, now)?,
-    ))
+    Ok(placed_row(amount, pools::hold(client, spend, &row, &figures, amount, expires_at, now)?))
 }
 
 fn placed_row(amount: &AnyNumeric, placed: pools::Placed) -> Placed {
-    (
-        placed.hold_id,
-        amount.clone(),
-        Some(placed.expires_at).filter(|at| at.is_finite()),
-        placed.available,
-    )
+    (placed.hold_id, amount.clone(), Some(placed.expires_at).filter(|at| at.is_finite()), placed.available)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -235,19 +190,15 @@ fn settle(
     metadata: Option<JsonB>,
     overage: Option<&str>,
 ) -> Result<Resolved> {
-    let hold_id = hold_id
-        .ok_or_else(|| CreditsError::bad_input(BadInput::Null, "hold_id", "must not be NULL"))?;
-    let amount = amount
-        .map(|amount| input::amount("amount", Some(amount)))
-        .transpose()?;
-    let last =
-        last.ok_or_else(|| CreditsError::bad_input(BadInput::Null, "final", "must not be NULL"))?;
+    let hold_id = hold_id.ok_or_else(|| CreditsError::bad_input(BadInput::Null, "hold_id", "must not be NULL"))?;
+    let amount = amount.map(|amount| input::amount("amount", Some(amount))).transpose()?;
+    let last = last.ok_or_else(|| CreditsError::bad_input(BadInput::Null, "final", "must not be NULL"))?;
     let idempotency_key = input::idempotency_key(idempotency_key)?;
     let reason = input::reason(reason)?;
     let metadata = input::metadata(metadata)?;
-    let overage = overage.and_then(Overage::parse).ok_or_else(|| {
-        CreditsError::bad_input(BadInput::Invalid, "overage", "must be 'refuse' or 'charge'")
-    })?;
+    let overage = overage
+        .and_then(Overage::parse)
+        .ok_or_else(|| CreditsError::bad_input(BadInput::Invalid, "overage", "must be 'refuse' or 'charge'"))?;
     let now = input::now();
     let releasing = amount.as_ref().is_some_and(Amount::is_zero) && last;
     let request = direct::Capture {
@@ -262,30 +213,15 @@ fn settle(
     };
     if let Some(done) = direct::capture(&request) {
         if let Some(threshold) = &done.crossed_threshold {
-            Spi::connect_mut(|client| {
-                notify::low_balance(client, &done.account, &done.balance, threshold)
-            });
+            Spi::connect_mut(|client| notify::low_balance(client, &done.account, &done.balance, threshold));
         }
-        return Ok((
-            hold_id,
-            done.captured,
-            done.released,
-            done.status.name().to_owned(),
-            done.balance,
-        ));
+        return Ok((hold_id, done.captured, done.released, done.status.name().to_owned(), done.balance));
     }
     Spi::connect_mut(|client| {
-        let (account, row) = accounts::lock_holding(client, hold_id)
-            .ok_or(CreditsError::HoldNotFound { hold_id })?;
+        let (account, row) = accounts::lock_holding(client, hold_id).ok_or(CreditsError::HoldNotFound { hold_id })?;
         let account = account.as_str();
         let slots = row.slots;
-        let spend = Spend {
-            account,
-            reason,
-            idempotency_key,
-            metadata: metadata.as_ref(),
-            hold_id: Some(hold_id),
-        };
+        let spend = Spend { account, reason, idempotency_key, metadata: metadata.as_ref(), hold_id: Some(hold_id) };
         let result = settle_locked(client, &spend, row, amount.as_ref(), last, overage, now);
         hot::spread(client, account, slots);
         result
@@ -312,9 +248,7 @@ fn settle_locked(
             // captured (any, when it asked for all that remained).
             let same = original.kind == kind
                 && original.field::<i64>("hold_id") == Some(hold_id)
-                && amount.is_none_or(|amount| {
-                    original.field::<AnyNumeric>("captured") == Some(amount.value.clone())
-                });
+                && amount.is_none_or(|amount| original.field::<AnyNumeric>("captured") == Some(amount.value.clone()));
             if !same {
                 return Err(CreditsError::IdempotencyConflict {
                     account: account.to_owned(),
@@ -322,8 +256,7 @@ fn settle_locked(
                     original_kind: original.kind,
                     original_amount: original.amount,
                     kind,
-                    amount: amount
-                        .map_or_else(|| AnyNumeric::from(0), |amount| -amount.value.clone()),
+                    amount: amount.map_or_else(|| AnyNumeric::from(0), |amount| -amount.value.clone()),
                 });
             }
             return Ok((
@@ -340,10 +273,7 @@ fn settle_locked(
         .capture(amount.map(|amount| &amount.value), last, overage, now)
         .map_err(|refusal| refused(hold_id, refusal, amount.map(|amount| &amount.value)))?;
     if decided.excess > AnyNumeric::from(0) {
-        let excess_spend = Spend {
-            idempotency_key: None,
-            ..*spend
-        };
+        let excess_spend = Spend { idempotency_key: None, ..*spend };
         pools::charge(client, &excess_spend, &row, &figures, &decided.excess, now)?;
     }
     let captured = canonical(decided.captured());
@@ -359,14 +289,7 @@ fn settle_locked(
         pending: pending.clone(),
     });
     if !decided.released.is_empty() {
-        pools::give_back(
-            client,
-            account,
-            hold_id,
-            &decided.released,
-            GiveBack::Release,
-            release_key,
-        );
+        pools::give_back(client, account, hold_id, &decided.released, GiveBack::Release, release_key);
     }
     let (still_pools, still_parts) = pools::columns(&decided.still_held);
     let (taken_pools, taken_parts) = pools::columns(&decided.taken);
@@ -397,41 +320,26 @@ fn settle_locked(
     if let Some(threshold) = written.nullable_column::<AnyNumeric>(2) {
         notify::low_balance(client, account, &stored, &threshold);
     }
-    Ok((
-        hold_id,
-        captured,
-        released,
-        decided.status.name().to_owned(),
-        canonical(stored - pending),
-    ))
+    Ok((hold_id, captured, released, decided.status.name().to_owned(), canonical(stored - pending)))
 }
 
 fn extend(hold_id: Option<i64>, ttl: Option<Interval>) -> Result<Option<TimestampWithTimeZone>> {
-    let hold_id = hold_id
-        .ok_or_else(|| CreditsError::bad_input(BadInput::Null, "hold_id", "must not be NULL"))?;
+    let hold_id = hold_id.ok_or_else(|| CreditsError::bad_input(BadInput::Null, "hold_id", "must not be NULL"))?;
     let now = input::now();
     let expires_at = expiry(now, ttl)?;
     Spi::connect_mut(|client| {
-        let (account, row) = accounts::lock_holding(client, hold_id)
-            .ok_or(CreditsError::HoldNotFound { hold_id })?;
+        let (account, row) = accounts::lock_holding(client, hold_id).ok_or(CreditsError::HoldNotFound { hold_id })?;
         pools::settled(client, &account, row, now);
-        read_hold(client, &account, hold_id)
-            .resolvable(now)
-            .map_err(|refusal| refused(hold_id, refusal, None))?;
+        read_hold(client, &account, hold_id).resolvable(now).map_err(|refusal| refused(hold_id, refusal, None))?;
         let _own = OwnWrite::begin(&account);
-        EXTEND.first_row(
-            client,
-            &[account.as_str().into(), hold_id.into(), expires_at.into()],
-        );
+        EXTEND.first_row(client, &[account.as_str().into(), hold_id.into(), expires_at.into()]);
         Ok(Some(expires_at).filter(|at| at.is_finite()))
     })
 }
 
 /// The hold's state, read under its account's lock.
 fn read_hold(client: &SpiClient<'_>, account: &str, hold_id: i64) -> Hold<AnyNumeric> {
-    let row = READ_HOLD
-        .first_row(client, &[account.into(), hold_id.into()])
-        .expect("the hold of this account");
+    let row = READ_HOLD.first_row(client, &[account.into(), hold_id.into()]).expect("the hold of this account");
     let status: String = row.column(1);
     Hold {
         status: HoldStatus::parse(&status).expect("a known status"),
@@ -441,23 +349,14 @@ fn read_hold(client: &SpiClient<'_>, account: &str, hold_id: i64) -> Hold<AnyNum
 }
 
 /// The error of a refused capture (of `asked`), release or extension.
-fn refused(
-    hold_id: i64,
-    refusal: HoldRefusal<AnyNumeric>,
-    asked: Option<&AnyNumeric>,
-) -> CreditsError {
+fn refused(hold_id: i64, refusal: HoldRefusal<AnyNumeric>, asked: Option<&AnyNumeric>) -> CreditsError {
     match refusal {
-        HoldRefusal::Finalized(status) => CreditsError::HoldFinalized {
-            hold_id,
-            status: status.name(),
-        },
+        HoldRefusal::Finalized(status) => CreditsError::HoldFinalized { hold_id, status: status.name() },
         HoldRefusal::Expired => CreditsError::HoldExpired { hold_id },
         HoldRefusal::Exceeds { remaining } => CreditsError::CaptureExceedsHold {
             hold_id,
             remaining: canonical(remaining),
-            amount: asked
-                .cloned()
-                .expect("only a capture of an amount exceeds its hold"),
+            amount: asked.cloned().expect("only a capture of an amount exceeds its hold"),
         },
     }
 }
@@ -465,16 +364,10 @@ fn refused(
 /// When a hold made now with `ttl` expires: positive, at most `credits.max_hold_ttl`
 /// (unless that is 0); NULL never.
 fn expiry(now: decide::Time, ttl: Option<Interval>) -> Result<TimestampWithTimeZone> {
-    let Some(ttl) = ttl else {
-        return Ok(TimestampWithTimeZone::positive_infinity());
-    };
+    let Some(ttl) = ttl else { return Ok(TimestampWithTimeZone::positive_infinity()) };
     let zero = Interval::from_micros(0);
     if interval_cmp(&ttl, &zero) <= 0 {
-        return Err(CreditsError::bad_input(
-            BadInput::Invalid,
-            "ttl",
-            "must be positive (NULL: no expiry)",
-        ));
+        return Err(CreditsError::bad_input(BadInput::Invalid, "ttl", "must be positive (NULL: no expiry)"));
     }
     let max = MAX_HOLD_TTL.get();
     if max > 0 && interval_cmp(&ttl, &Interval::from_seconds(f64::from(max))) > 0 {
@@ -487,10 +380,7 @@ fn expiry(now: decide::Time, ttl: Option<Interval>) -> Result<TimestampWithTimeZ
     // SAFETY: timestamptz + interval, PostgreSQL's own operator (months and days in the
     // session's time zone, as SQL would add them).
     let at: TimestampWithTimeZone = unsafe {
-        pgrx::direct_function_call(
-            pg_sys::timestamptz_pl_interval,
-            &[input::timestamp(now).into_datum(), ttl.into_datum()],
-        )
+        pgrx::direct_function_call(pg_sys::timestamptz_pl_interval, &[input::timestamp(now).into_datum(), ttl.into_datum()])
     }
     .expect("a timestamp");
     Ok(at)
@@ -498,31 +388,20 @@ fn expiry(now: decide::Time, ttl: Option<Interval>) -> Result<TimestampWithTimeZ
 
 fn interval_cmp(a: &Interval, b: &Interval) -> i32 {
     // SAFETY: interval_cmp compares two intervals.
-    unsafe {
-        pgrx::direct_function_call(
-            pg_sys::interval_cmp,
-            &[(*a).into_datum(), (*b).into_datum()],
-        )
-    }
-    .expect("a comparison")
+    unsafe { pgrx::direct_function_call(pg_sys::interval_cmp, &[(*a).into_datum(), (*b).into_datum()]) }
+        .expect("a comparison")
 }
 
 fn positive(field: &'static str, value: Option<AnyNumeric>) -> Result<Amount> {
     let amount = input::amount(field, value)?;
     if amount.is_zero() {
-        return Err(CreditsError::bad_input(
-            BadInput::Invalid,
-            field,
-            "must be positive",
-        ));
+        return Err(CreditsError::bad_input(BadInput::Invalid, field, "must be positive"));
     }
     Ok(amount)
 }
 
 fn not_found(account: &str) -> CreditsError {
-    CreditsError::AccountNotFound {
-        account: account.to_owned(),
-    }
+    CreditsError::AccountNotFound { account: account.to_owned() }
 }
 
 static READ_HOLD: Statement = Statement {

@@ -35,9 +35,9 @@
 
 use crate::accounts::{self, Account};
 use crate::decide::Figures;
-use crate::direct::{self, KeyUse, SlotCharge};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
 use crate::ledger::{Applied, Entry, Movement};
+use crate::direct::{self, KeyUse, SlotCharge};
 use crate::plans::{OwnWrite, Statement, INT4, INT4_ARRAY, JSONB, NUMERIC, TEXT};
 use crate::{input, notify, pools};
 use pgrx::prelude::*;
@@ -125,11 +125,7 @@ macro_rules! take_sql {
 const TAKE_ARGS: &[pg_sys::PgOid] = &[TEXT, NUMERIC, TEXT, TEXT, JSONB, INT4];
 
 /// From slot $6, waiting for a transaction that is charging it.
-static TAKE_FROM_SLOT: Statement = Statement {
-    sql: take_sql!(chosen: "SELECT $6 AS slot"),
-    args: TAKE_ARGS,
-    generic: false,
-};
+static TAKE_FROM_SLOT: Statement = Statement { sql: take_sql!(chosen: "SELECT $6 AS slot"), args: TAKE_ARGS, generic: false };
 
 /// From the first slot from $6 on (wrapping around) that can pay and that no other
 /// transaction is charging; nothing if every such slot is busy.
@@ -165,18 +161,10 @@ macro_rules! gather_sql {
 }
 
 /// Every slot, waiting for the transactions charging them: the row then has the whole balance.
-static GATHER: Statement = Statement {
-    sql: gather_sql!(lock: "FOR UPDATE"),
-    args: &[TEXT],
-    generic: false,
-};
+static GATHER: Statement = Statement { sql: gather_sql!(lock: "FOR UPDATE"), args: &[TEXT], generic: false };
 
 /// The slots no other transaction is charging.
-static GATHER_FREE: Statement = Statement {
-    sql: gather_sql!(lock: "FOR UPDATE SKIP LOCKED"),
-    args: &[TEXT],
-    generic: false,
-};
+static GATHER_FREE: Statement = Statement { sql: gather_sql!(lock: "FOR UPDATE SKIP LOCKED"), args: &[TEXT], generic: false };
 
 /// Shares what the locked account row can spend evenly over the (empty, held) slots $2, to
 /// 18 decimal places, rounding down: the rest stays on the row. trim_scale keeps 250 from
@@ -240,12 +228,7 @@ fn lock_key(account: &str, key: &str) {
             locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
             locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
         };
-        pg_sys::LockAcquire(
-            &tag,
-            pg_sys::ExclusiveLock as pg_sys::LOCKMODE,
-            false,
-            false,
-        );
+        pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, false, false);
     }
 }
 
@@ -291,11 +274,7 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
         // A transaction that holds no slot yet may take any free one; one that holds a
         // slot keeps to it, so it never waits for a slot while holding another.
         let taken = match direct::take_from_slot(entry, slot, !taken_before) {
-            SlotCharge::Taken {
-                balance,
-                threshold,
-                slot,
-            } => Some((balance, threshold, slot)),
+            SlotCharge::Taken { balance, threshold, slot } => Some((balance, threshold, slot)),
             SlotCharge::CannotPay => None,
             SlotCharge::StepAside => take_from_slot(client, entry, slot, !taken_before),
         };
@@ -326,11 +305,7 @@ fn take_from_slot(
     let _own = OwnWrite::begin(entry.account);
     let [account, amount, reason, key, metadata] = entry.arguments();
     let args = [account, amount, reason, key, metadata, slot.into()];
-    let free = if hop {
-        in_subtransaction(|| TAKE_FROM_FREE_SLOT.first_row(client, &args))
-    } else {
-        None
-    };
+    let free = if hop { in_subtransaction(|| TAKE_FROM_FREE_SLOT.first_row(client, &args)) } else { None };
     free.or_else(|| in_subtransaction(|| TAKE_FROM_SLOT.first_row(client, &args)))
 }
 
@@ -354,12 +329,12 @@ fn in_subtransaction<'a>(
         let taken = pg_sys::PgTryBuilder::new(|| {
             take().map(|row| (row.column(1), row.nullable_column(2), row.column::<i32>(3)))
         })
-        .catch_others(|error| {
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-            restore();
-            error.rethrow()
-        })
-        .execute();
+            .catch_others(|error| {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                restore();
+                error.rethrow()
+            })
+            .execute();
         if taken.is_some() {
             pg_sys::ReleaseCurrentSubTransaction();
         } else {
@@ -392,44 +367,23 @@ fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<Applied> 
         let free = gather_slots(client, entry.account, &GATHER_FREE);
         if free.slots.len() == account.slots as usize {
             free
-        } else if entry
-            .check(&Account {
-                balance: free.balance.clone(),
-                ..account.clone()
-            })
-            .is_ok()
-        {
-            return Ok(apply_to_part(
-                client,
-                entry,
-                &free.slots,
-                account.low_balance_threshold.as_ref(),
-            ));
+        } else if entry.check(&Account { balance: free.balance.clone(), ..account.clone() }).is_ok() {
+            return Ok(apply_to_part(client, entry, &free.slots, account.low_balance_threshold.as_ref()));
         } else {
             gather_slots(client, entry.account, &GATHER)
         }
     } else {
         gather_slots(client, entry.account, &GATHER)
     };
-    let whole = Account {
-        balance: all.balance,
-        ..account
-    };
-    let result = entry
-        .check(&whole)
-        .map(|()| Applied::Moved(entry.apply_to_locked_balance(client)));
+    let whole = Account { balance: all.balance, ..account };
+    let result = entry.check(&whole).map(|()| Applied::Moved(entry.apply_to_locked_balance(client)));
     spread_over(client, entry.account, &all.slots);
     result
 }
 
 /// Takes a charge from the locked row, which holds the money of the slots `held` (the
 /// others are being charged): its entry has no `balance_after`, as a slot's has none.
-fn apply_to_part(
-    client: &SpiClient<'_>,
-    entry: &Entry<'_>,
-    held: &[i32],
-    threshold: Option<&AnyNumeric>,
-) -> Applied {
+fn apply_to_part(client: &SpiClient<'_>, entry: &Entry<'_>, held: &[i32], threshold: Option<&AnyNumeric>) -> Applied {
     let row_after = entry.apply_to_locked_part(client);
     spread_over(client, entry.account, held);
     let others: AnyNumeric = OTHER_SLOTS
@@ -442,12 +396,7 @@ fn apply_to_part(
 
 /// The low-balance alert of a charge whose balance after is only as of its snapshot
 /// (other transactions charge the other slots meanwhile): best-effort.
-fn alert_if_crossed(
-    client: &SpiClient<'_>,
-    entry: &Entry<'_>,
-    balance: &AnyNumeric,
-    threshold: Option<&AnyNumeric>,
-) {
+fn alert_if_crossed(client: &SpiClient<'_>, entry: &Entry<'_>, balance: &AnyNumeric, threshold: Option<&AnyNumeric>) {
     let before = balance.clone() + entry.amount.value.clone();
     if notify::crossed(&before, balance, threshold) {
         notify::low_balance(client, entry.account, balance, threshold.expect("crossed"));
@@ -482,6 +431,7 @@ fn remember_slot(account: &str, slot: i32) {
     });
 }
 
+
 /// What a gathering moved to the account row: the row's balance after, and the slots
 /// it holds (emptied).
 struct Gathered {
@@ -491,13 +441,8 @@ struct Gathered {
 
 fn gather_slots(client: &SpiClient<'_>, account: &str, statement: &'static Statement) -> Gathered {
     let _own = OwnWrite::begin(account);
-    let row = statement
-        .first_row(client, &[account.into()])
-        .expect("one row");
-    Gathered {
-        balance: row.column(1),
-        slots: row.column(2),
-    }
+    let row = statement.first_row(client, &[account.into()]).expect("one row");
+    Gathered { balance: row.column(1), slots: row.column(2) }
 }
 
 /// Gathers a locked hot account's slots into its row; returns the whole balance.
@@ -508,12 +453,7 @@ fn gather(client: &SpiClient<'_>, account: &str) -> AnyNumeric {
 /// The locked account `row` whole, for a decision on all of it: a hot account's slots
 /// gathered into its row (the caller spreads them again), what has lapsed written, and
 /// its figures.
-pub fn whole(
-    client: &SpiClient<'_>,
-    account: &str,
-    mut row: Account,
-    now: crate::decide::Time,
-) -> (Account, Figures<AnyNumeric>) {
+pub fn whole(client: &SpiClient<'_>, account: &str, mut row: Account, now: crate::decide::Time) -> (Account, Figures<AnyNumeric>) {
     if row.slots > 0 {
         row.balance = gather(client, account);
     }
@@ -535,8 +475,7 @@ fn spread_over(client: &SpiClient<'_>, account: &str, slots: &[i32]) {
 
 fn reshape(account: Option<&str>, slots: Option<i32>) -> Result<()> {
     let account = input::account(account)?;
-    let slots = slots
-        .ok_or_else(|| CreditsError::bad_input(BadInput::Null, "slots", "must not be NULL"))?;
+    let slots = slots.ok_or_else(|| CreditsError::bad_input(BadInput::Null, "slots", "must not be NULL"))?;
     if !(0..=MAX_SLOTS).contains(&slots) {
         return Err(CreditsError::bad_input(
             BadInput::OutOfRange,
@@ -545,10 +484,8 @@ fn reshape(account: Option<&str>, slots: Option<i32>) -> Result<()> {
         ));
     }
     Spi::connect_mut(|client| {
-        let current =
-            accounts::lock(client, account).ok_or_else(|| CreditsError::AccountNotFound {
-                account: account.to_owned(),
-            })?;
+        let current = accounts::lock(client, account)
+            .ok_or_else(|| CreditsError::AccountNotFound { account: account.to_owned() })?;
         if current.has_grants && slots > 0 {
             return Err(CreditsError::ForbiddenWrite {
                 message: "An account with grants cannot be made hot: its charges must burn its grants in order.",

@@ -45,11 +45,7 @@ pub const MAX_FRACTION_DIGITS: usize = 18;
 pub fn account(value: Option<&str>) -> Result<&str> {
     let account = required("account", value)?;
     if account.is_empty() {
-        return Err(CreditsError::bad_input(
-            BadInput::Invalid,
-            "account",
-            "must not be empty",
-        ));
+        return Err(CreditsError::bad_input(BadInput::Invalid, "account", "must not be empty"));
     }
     if account.chars().count() > MAX_ACCOUNT_CHARS {
         return Err(too_long("account", MAX_ACCOUNT_CHARS));
@@ -84,11 +80,7 @@ pub fn amount(field: &'static str, value: Option<AnyNumeric>) -> Result<Amount> 
     let text = value.to_string();
     check_decimal(field, &text)?;
     if text.starts_with('-') {
-        return Err(CreditsError::bad_input(
-            BadInput::Invalid,
-            field,
-            "must not be negative",
-        ));
+        return Err(CreditsError::bad_input(BadInput::Invalid, field, "must not be negative"));
     }
     let zero = text.bytes().all(|b| b == b'0' || b == b'.');
     Ok(Amount { value, zero })
@@ -114,34 +106,22 @@ pub fn optional_signed_amount(
     field: &'static str,
     value: Option<AnyNumeric>,
 ) -> Result<Option<AnyNumeric>> {
-    value
-        .map(|amount| signed_amount(field, Some(amount)))
-        .transpose()
+    value.map(|amount| signed_amount(field, Some(amount))).transpose()
 }
 
 /// Whether a balance stays within the 20 integer digits every amount is limited to.
 pub fn fits(balance: &AnyNumeric) -> bool {
-    let limit: AnyNumeric = format!("1e{MAX_INTEGER_DIGITS}")
-        .parse()
-        .expect("a decimal literal");
+    let limit: AnyNumeric = format!("1e{MAX_INTEGER_DIGITS}").parse().expect("a decimal literal");
     balance.abs() < limit
 }
 
 fn check_decimal(field: &'static str, text: &str) -> Result<()> {
     match text {
         "NaN" => {
-            return Err(CreditsError::bad_input(
-                BadInput::Invalid,
-                field,
-                "must be a number, not NaN",
-            ))
+            return Err(CreditsError::bad_input(BadInput::Invalid, field, "must be a number, not NaN"))
         }
         "Infinity" | "-Infinity" => {
-            return Err(CreditsError::bad_input(
-                BadInput::OutOfRange,
-                field,
-                "must be finite",
-            ))
+            return Err(CreditsError::bad_input(BadInput::OutOfRange, field, "must be finite"))
         }
         _ => {}
     }
@@ -179,15 +159,9 @@ pub fn idempotency_key(value: Option<&str>) -> Result<Option<&str>> {
 }
 
 pub fn metadata(value: Option<JsonB>) -> Result<Option<JsonB>> {
-    let Some(metadata) = value else {
-        return Ok(None);
-    };
+    let Some(metadata) = value else { return Ok(None) };
     if !metadata.0.is_object() {
-        return Err(CreditsError::bad_input(
-            BadInput::Invalid,
-            "metadata",
-            "must be a JSON object",
-        ));
+        return Err(CreditsError::bad_input(BadInput::Invalid, "metadata", "must be a JSON object"));
     }
     if metadata.0.to_string().len() > MAX_METADATA_BYTES {
         return Err(CreditsError::bad_input(
@@ -199,11 +173,7 @@ pub fn metadata(value: Option<JsonB>) -> Result<Option<JsonB>> {
     Ok(Some(metadata))
 }
 
-fn optional_text<'a>(
-    field: &'static str,
-    value: Option<&'a str>,
-    max: usize,
-) -> Result<Option<&'a str>> {
+fn optional_text<'a>(field: &'static str, value: Option<&'a str>, max: usize) -> Result<Option<&'a str>> {
     match value {
         Some(text) if text.chars().count() > max => Err(too_long(field, max)),
         _ => Ok(value),
@@ -215,9 +185,5 @@ fn required<T>(field: &'static str, value: Option<T>) -> Result<T> {
 }
 
 fn too_long(field: &'static str, max: usize) -> CreditsError {
-    CreditsError::bad_input(
-        BadInput::TooLong,
-        field,
-        format!("must be at most {max} characters"),
-    )
+    CreditsError::bad_input(BadInput::TooLong, field, format!("must be at most {max} characters"))
 }

@@ -202,14 +202,7 @@ fn movement(
     let reason = input::reason(reason)?;
     let idempotency_key = input::idempotency_key(idempotency_key)?;
     let metadata = input::metadata(metadata)?;
-    let entry = Entry {
-        movement,
-        account,
-        amount,
-        reason,
-        idempotency_key,
-        metadata,
-    };
+    let entry = Entry { movement, account, amount, reason, idempotency_key, metadata };
     if let Some(balance_after) = entry.apply_directly() {
         return Ok(balance_after);
     }
@@ -254,9 +247,7 @@ impl Entry<'_> {
         }
         let charged = direct::charge(self)?;
         if let Some(threshold) = &charged.crossed_threshold {
-            Spi::connect_mut(|client| {
-                notify::low_balance(client, self.account, &charged.balance, threshold)
-            });
+            Spi::connect_mut(|client| notify::low_balance(client, self.account, &charged.balance, threshold));
         }
         Some(charged.balance)
     }
@@ -314,25 +305,14 @@ impl Entry<'_> {
         }
         match self.movement {
             Movement::Charge => {
-                let balance = pools::charge(
-                    client,
-                    &self.spend(),
-                    &account,
-                    &figures,
-                    &self.amount.value,
-                    now,
-                )?;
-                Ok(Applied::Moved(canonical(
-                    balance - (account.balance - figures.balance),
-                )))
+                let balance = pools::charge(client, &self.spend(), &account, &figures, &self.amount.value, now)?;
+                Ok(Applied::Moved(canonical(balance - (account.balance - figures.balance))))
             }
             Movement::Recharge => {
                 self.check(&account)?;
                 pools::adjust_own_balance(client, self.account, &self.amount.value);
                 let balance = self.apply_to_locked_balance(client);
-                Ok(Applied::Moved(canonical(
-                    balance - (account.balance - figures.balance),
-                )))
+                Ok(Applied::Moved(canonical(balance - (account.balance - figures.balance))))
             }
         }
     }
@@ -351,19 +331,14 @@ impl Entry<'_> {
     /// Whether the locked account (without grants) can take this movement.
     pub fn check(&self, account: &Account) -> Result<()> {
         match self.movement {
-            Movement::Charge if !account.figures().can_pay(&self.amount.value) => Err(
-                CreditsError::insufficient(self.account, &account.figures(), &self.amount.value),
-            ),
-            Movement::Recharge
-                if !input::fits(&(account.balance.clone() + self.amount.value.clone())) =>
-            {
+            Movement::Charge if !account.figures().can_pay(&self.amount.value) => {
+                Err(CreditsError::insufficient(self.account, &account.figures(), &self.amount.value))
+            }
+            Movement::Recharge if !input::fits(&(account.balance.clone() + self.amount.value.clone())) => {
                 Err(CreditsError::bad_input(
                     BadInput::OutOfRange,
                     "amount",
-                    format!(
-                        "would take the balance beyond {} digits",
-                        input::MAX_INTEGER_DIGITS
-                    ),
+                    format!("would take the balance beyond {} digits", input::MAX_INTEGER_DIGITS),
                 ))
             }
             _ => Ok(()),
@@ -379,15 +354,10 @@ impl Entry<'_> {
     /// Takes a checked charge from the locked row of a hot account that holds part of its
     /// balance (see APPLY_CHARGE_TO_PART); returns the row's balance after.
     pub fn apply_to_locked_part(&self, client: &SpiClient<'_>) -> AnyNumeric {
-        self.try_apply(client, &APPLY_CHARGE_TO_PART)
-            .expect("a locked row that can pay the charge")
+        self.try_apply(client, &APPLY_CHARGE_TO_PART).expect("a locked row that can pay the charge")
     }
 
-    fn try_apply(
-        &self,
-        client: &SpiClient<'_>,
-        statement: &'static Statement,
-    ) -> Option<AnyNumeric> {
+    fn try_apply(&self, client: &SpiClient<'_>, statement: &'static Statement) -> Option<AnyNumeric> {
         let _own = OwnWrite::begin(self.account);
         let row = statement.first_row(client, &self.arguments())?;
         let balance_after: AnyNumeric = row.column(1);
@@ -409,9 +379,7 @@ impl Entry<'_> {
     }
 
     pub fn not_found(&self) -> CreditsError {
-        CreditsError::AccountNotFound {
-            account: self.account.to_owned(),
-        }
+        CreditsError::AccountNotFound { account: self.account.to_owned() }
     }
 
     /// When this key already recorded the same movement, its balance_after (which is

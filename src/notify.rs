@@ -41,12 +41,7 @@ pub fn crossed(before: &AnyNumeric, after: &AnyNumeric, threshold: Option<&AnyNu
     threshold.is_some_and(|threshold| before >= threshold && after < threshold)
 }
 
-pub fn low_balance(
-    client: &SpiClient<'_>,
-    account: &str,
-    balance: &AnyNumeric,
-    threshold: &AnyNumeric,
-) {
+pub fn low_balance(client: &SpiClient<'_>, account: &str, balance: &AnyNumeric, threshold: &AnyNumeric) {
     let mut payload = json!({
         "account": account,
         "balance": balance.to_string(),
@@ -95,14 +90,9 @@ unsafe extern "C-unwind" fn at_subtransaction_end(
     // Called while the ending subtransaction is still the current one.
     let level = pg_sys::GetCurrentTransactionNestLevel();
     QUEUED.with_borrow_mut(|queued| match event {
-        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
-            queued.retain(|(queued_at, _)| *queued_at < level)
-        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => queued.retain(|(queued_at, _)| *queued_at < level),
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
-            for (queued_at, _) in queued
-                .iter_mut()
-                .filter(|(queued_at, _)| *queued_at >= level)
-            {
+            for (queued_at, _) in queued.iter_mut().filter(|(queued_at, _)| *queued_at >= level) {
                 *queued_at = level - 1;
             }
         }

@@ -51,10 +51,7 @@ impl Statement {
     fn plan(&'static self, client: &SpiClient<'_>) -> SpiResult<&'static OwnedPreparedStatement> {
         let key = self as *const Statement;
         if let Some(plan) = PLANS.with_borrow(|plans| {
-            plans
-                .iter()
-                .find(|(statement, _)| *statement == key)
-                .map(|(_, plan)| *plan)
+            plans.iter().find(|(statement, _)| *statement == key).map(|(_, plan)| *plan)
         }) {
             return Ok(plan);
         }
@@ -93,9 +90,7 @@ impl Statement {
         crate::compat::with_pinned_search_path(|| {
             let plan = self.plan(client).expect("the extension's SQL prepares");
             let _generic = self.generic.then(GenericPlan::force);
-            client
-                .select(plan, None, args)
-                .expect("the extension's SQL runs")
+            client.select(plan, None, args).expect("the extension's SQL runs")
         })
     }
 }
@@ -115,8 +110,7 @@ impl GenericPlan {
         // when it chooses a plan; this backend is single-threaded.
         unsafe {
             let saved = pgrx::pg_sys::plan_cache_mode;
-            pgrx::pg_sys::plan_cache_mode =
-                pgrx::pg_sys::PlanCacheMode::PLAN_CACHE_MODE_FORCE_GENERIC_PLAN as std::ffi::c_int;
+            pgrx::pg_sys::plan_cache_mode = pgrx::pg_sys::PlanCacheMode::PLAN_CACHE_MODE_FORCE_GENERIC_PLAN as std::ffi::c_int;
             GenericPlan(saved)
         }
     }
@@ -141,13 +135,7 @@ impl OwnWrite {
 
     pub fn begin_many<'a>(accounts: impl IntoIterator<Item = &'a str>) -> OwnWrite {
         OWN_WRITES.with_borrow_mut(|own| {
-            OwnWrite(
-                accounts
-                    .into_iter()
-                    .filter(|a| own.insert((*a).to_owned()))
-                    .map(str::to_owned)
-                    .collect(),
-            )
+            OwnWrite(accounts.into_iter().filter(|a| own.insert((*a).to_owned())).map(str::to_owned).collect())
         })
     }
 }
@@ -179,8 +167,6 @@ impl Row<'_> {
     }
 
     pub fn nullable_column<T: FromDatum + IntoDatum>(&self, ordinal: usize) -> Option<T> {
-        self.0
-            .get(ordinal)
-            .expect("the statement returns this column")
+        self.0.get(ordinal).expect("the statement returns this column")
     }
 }

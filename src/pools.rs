@@ -16,14 +16,12 @@
 use crate::accounts::{self, Account};
 use crate::decide::{self, Draw, Figures, Pool, Time};
 use crate::error::{CreditsError, Result};
-use crate::input::{self, canonical, timestamp};
 use crate::notify;
-use crate::plans::{
-    OwnWrite, Statement, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERIC_ARRAY, TEXT, TIMESTAMPTZ,
-};
+use crate::input::{self, canonical, timestamp};
+use crate::plans::{OwnWrite, Statement, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERIC_ARRAY, TEXT, TIMESTAMPTZ};
 use pgrx::datetime::TimestampWithTimeZone;
-use pgrx::spi::Spi;
 use pgrx::spi::SpiClient;
+use pgrx::spi::Spi;
 use pgrx::{AnyNumeric, JsonB};
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -62,17 +60,10 @@ pub fn remember(account: &str, has_grants: bool) {
 
 /// The locked account `row` (a hot one gathered) once what has lapsed is written, and its
 /// decision figures: its balance less grants not in effect yet.
-pub fn settled(
-    client: &SpiClient<'_>,
-    account: &str,
-    row: Account,
-    now: Time,
-) -> (Account, Figures<AnyNumeric>) {
+pub fn settled(client: &SpiClient<'_>, account: &str, row: Account, now: Time) -> (Account, Figures<AnyNumeric>) {
     remember(account, row.has_grants);
     let (pending, grants_due) = if row.has_grants {
-        let state = GRANT_STATE
-            .first_row(client, &[account.into(), timestamp(now).into()])
-            .expect("one row");
+        let state = GRANT_STATE.first_row(client, &[account.into(), timestamp(now).into()]).expect("one row");
         (state.column(1), state.column(2))
     } else {
         (AnyNumeric::from(0), false)
@@ -93,13 +84,7 @@ pub fn settled(
 /// Writes the expiry of every hold and grant of the locked account whose time has come;
 /// returns whether anything lapsed (the row's figures then changed). Holds are looked for
 /// only when the account holds anything, grants only when one is due.
-fn settle_lapsed(
-    client: &SpiClient<'_>,
-    account: &str,
-    row: &Account,
-    now: Time,
-    grants_due: bool,
-) -> bool {
+fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time, grants_due: bool) -> bool {
     let _own = OwnWrite::begin(account);
     let mut lapsed = false;
     if row.holds_due {
@@ -116,21 +101,12 @@ fn settle_lapsed(
             .collect();
         for (hold_id, pools, parts, expires_at) in due {
             let parts = parts_of(pools, parts);
-            give_back(
-                client,
-                account,
-                hold_id,
-                &parts,
-                GiveBack::Expiry(expires_at),
-                None,
-            );
+            give_back(client, account, hold_id, &parts, GiveBack::Expiry(expires_at), None);
             lapsed = true;
         }
     }
     if grants_due {
-        let expired: i64 = EXPIRE_GRANTS
-            .first_value(client, &[account.into(), timestamp(now).into()])
-            .expect("a count");
+        let expired: i64 = EXPIRE_GRANTS.first_value(client, &[account.into(), timestamp(now).into()]).expect("a count");
         lapsed |= expired > 0;
     }
     lapsed
@@ -139,11 +115,7 @@ fn settle_lapsed(
 /// `expire_holds` and `expire_grants`: settles the accounts `due_accounts` ($1 now, $2 at
 /// most how many items) names, one lock at a time, and returns how many items expired
 /// (`due_of` counts an account's, $1 the account, $2 now).
-pub fn expire_due(
-    due_accounts: &'static Statement,
-    due_of: &'static Statement,
-    max_rows: Option<i32>,
-) -> i32 {
+pub fn expire_due(due_accounts: &'static Statement, due_of: &'static Statement, max_rows: Option<i32>) -> i32 {
     let max_rows = max_rows.unwrap_or(1000).max(0);
     let now = input::now();
     Spi::connect_mut(|client| {
@@ -153,12 +125,8 @@ pub fn expire_due(
             .collect();
         let mut expired = 0;
         for account in due {
-            let Some(row) = accounts::lock(client, &account) else {
-                continue;
-            };
-            let count: i64 = due_of
-                .first_value(client, &[account.as_str().into(), timestamp(now).into()])
-                .expect("a count");
+            let Some(row) = accounts::lock(client, &account) else { continue };
+            let count: i64 = due_of.first_value(client, &[account.as_str().into(), timestamp(now).into()]).expect("a count");
             settled(client, &account, row, now);
             expired += count as i32;
         }
@@ -167,17 +135,9 @@ pub fn expire_due(
 }
 
 /// The pools a spend of `cost` draws from, in burn order: enough to cover it, or all.
-pub fn pools(
-    client: &SpiClient<'_>,
-    account: &str,
-    row: &Account,
-    cost: &AnyNumeric,
-    now: Time,
-) -> Vec<Pool<AnyNumeric>> {
+pub fn pools(client: &SpiClient<'_>, account: &str, row: &Account, cost: &AnyNumeric, now: Time) -> Vec<Pool<AnyNumeric>> {
     if !row.has_grants {
-        return vec![Pool::own_balance(canonical(
-            row.balance.clone() - row.held.clone(),
-        ))];
+        return vec![Pool::own_balance(canonical(row.balance.clone() - row.held.clone()))];
     }
     // The prefix of the burn order read (the own balance among them when it has money),
     // and the own balance wherever it stands: a draw may take an overdraft from it.
@@ -201,10 +161,7 @@ pub fn pools(
                 id,
                 remaining,
                 priority: row.get(3).unwrap().expect("priority"),
-                category: decide::Category::parse(
-                    &row.get::<String>(4).unwrap().expect("category"),
-                )
-                .expect("a known category"),
+                category: decide::Category::parse(&row.get::<String>(4).unwrap().expect("category")).expect("a known category"),
                 effective_at: input::time(row.get(5).unwrap().expect("effective_at")),
                 expires_at: input::time(row.get(6).unwrap().expect("expires_at")),
             });
@@ -247,8 +204,7 @@ fn draws(
     now: Time,
 ) -> Result<Vec<Draw<AnyNumeric>>> {
     let pools = pools(client, account, row, amount, now);
-    decide::draw(figures, amount, &pools, now)
-        .map_err(|_| CreditsError::insufficient(account, figures, amount))
+    decide::draw(figures, amount, &pools, now).map_err(|_| CreditsError::insufficient(account, figures, amount))
 }
 
 /// Charges `cost` to the locked account `row` with `figures` (see [`settled`]): draws it
@@ -266,21 +222,20 @@ pub fn charge(
     let draws = draws(client, spend.account, row, figures, cost, now)?;
     let _own = OwnWrite::begin(spend.account);
     let (pools, amounts) = columns(&draws);
-    let row = CHARGE
-        .first_row(
-            client,
-            &[
-                spend.account.into(),
-                pools.into(),
-                amounts.into(),
-                cost.clone().into(),
-                spend.reason.into(),
-                spend.idempotency_key.into(),
-                spend.metadata.map(|m| JsonB(m.0.clone())).into(),
-                spend.hold_id.into(),
-            ],
-        )
-        .expect("the locked account");
+    let row = CHARGE.first_row(
+        client,
+        &[
+            spend.account.into(),
+            pools.into(),
+            amounts.into(),
+            cost.clone().into(),
+            spend.reason.into(),
+            spend.idempotency_key.into(),
+            spend.metadata.map(|m| JsonB(m.0.clone())).into(),
+            spend.hold_id.into(),
+        ],
+    )
+    .expect("the locked account");
     let balance: AnyNumeric = row.column(1);
     if let Some(threshold) = row.nullable_column::<AnyNumeric>(2) {
         notify::low_balance(client, spend.account, &balance, &threshold);
@@ -326,11 +281,7 @@ pub fn hold(
             ],
         )
         .expect("the locked account");
-    Ok(Placed {
-        hold_id: row.column(1),
-        expires_at: row.column(2),
-        available,
-    })
+    Ok(Placed { hold_id: row.column(1), expires_at: row.column(2), available })
 }
 
 /// Why parts of a hold go back to their pools.
@@ -367,12 +318,7 @@ pub fn give_back(
         GiveBack::Expiry(at) => ("expiry", Some(at)),
     };
     let (key, reason, outcome, pending) = match keyed {
-        Some(keyed) => (
-            keyed.key,
-            keyed.reason,
-            Some(JsonB(keyed.outcome)),
-            keyed.pending,
-        ),
+        Some(keyed) => (keyed.key, keyed.reason, Some(JsonB(keyed.outcome)), keyed.pending),
         None => (None, None, None, AnyNumeric::from(0)),
     };
     GIVE_BACK
@@ -396,18 +342,11 @@ pub fn give_back(
 
 /// A hold's parts from its two columns.
 pub fn parts_of(pools: Vec<i64>, parts: Vec<AnyNumeric>) -> Vec<Draw<AnyNumeric>> {
-    pools
-        .into_iter()
-        .zip(parts)
-        .map(|(pool, amount)| Draw { pool, amount })
-        .collect()
+    pools.into_iter().zip(parts).map(|(pool, amount)| Draw { pool, amount }).collect()
 }
 
 pub fn columns(draws: &[Draw<AnyNumeric>]) -> (Vec<i64>, Vec<AnyNumeric>) {
-    draws
-        .iter()
-        .map(|draw| (draw.pool, draw.amount.clone()))
-        .unzip()
+    draws.iter().map(|draw| (draw.pool, draw.amount.clone())).unzip()
 }
 
 /// What grants not in effect yet at $2 hold, and whether a grant is due to expire (the
@@ -572,13 +511,7 @@ pub struct Keyed {
 
 impl Keyed {
     /// The conflict, unless the key recorded this same movement (kind and signed amount).
-    pub fn same(
-        &self,
-        account: &str,
-        key: &str,
-        kind: &'static str,
-        amount: AnyNumeric,
-    ) -> crate::error::Result<()> {
+    pub fn same(&self, account: &str, key: &str, kind: &'static str, amount: AnyNumeric) -> crate::error::Result<()> {
         if self.kind == kind && self.amount == amount {
             return Ok(());
         }
@@ -603,14 +536,12 @@ impl Keyed {
 }
 
 pub fn keyed(client: &SpiClient<'_>, account: &str, key: &str) -> Option<Keyed> {
-    KEYED
-        .first_row(client, &[account.into(), key.into()])
-        .map(|row| Keyed {
-            kind: row.column(1),
-            amount: row.column(2),
-            balance_after: row.nullable_column(3),
-            outcome: row.nullable_column::<JsonB>(4).map(|outcome| outcome.0),
-        })
+    KEYED.first_row(client, &[account.into(), key.into()]).map(|row| Keyed {
+        kind: row.column(1),
+        amount: row.column(2),
+        balance_after: row.nullable_column(3),
+        outcome: row.nullable_column::<JsonB>(4).map(|outcome| outcome.0),
+    })
 }
 
 /// Moves the own balance pool of a locked account with grants by `amount` (a recharge,
@@ -623,9 +554,7 @@ pub fn adjust_own_balance(client: &SpiClient<'_>, account: &str, amount: &AnyNum
 
 /// What an account with grants has in grants not in effect yet at `now`.
 pub fn pending(client: &SpiClient<'_>, account: &str, now: Time) -> AnyNumeric {
-    GRANT_STATE
-        .first_value(client, &[account.into(), timestamp(now).into()])
-        .expect("a sum")
+    GRANT_STATE.first_value(client, &[account.into(), timestamp(now).into()]).expect("a sum")
 }
 
 static KEYED: Statement = Statement {

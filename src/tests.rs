@@ -8,9 +8,7 @@ mod tests {
     use pgrx::AnyNumeric;
 
     fn numeric(sql: &str) -> AnyNumeric {
-        Spi::get_one::<AnyNumeric>(sql)
-            .expect("query runs")
-            .expect("not NULL")
+        Spi::get_one::<AnyNumeric>(sql).expect("query runs").expect("not NULL")
     }
 
     fn num(text: &str) -> AnyNumeric {
@@ -34,10 +32,7 @@ mod tests {
             ("SELECT credits.create_account('t', 10.50)", "10.50"),
             ("SELECT credits.charge('t', 0.25)", "10.25"),
             ("SELECT credits.charge('t', 10.25)", "0.00"),
-            (
-                "SELECT credits.recharge('t', 0.000000000000000001)",
-                "0.000000000000000001",
-            ),
+            ("SELECT credits.recharge('t', 0.000000000000000001)", "0.000000000000000001"),
             ("SELECT credits.recharge('new', 5)", "5"),
             ("SELECT credits.charge('t', 0)", "0.000000000000000001"),
             ("SELECT credits.balance('new')", "5"),
@@ -56,19 +51,14 @@ mod tests {
             "SELECT kind, reason FROM credits.ledger WHERE account = 't' ORDER BY id DESC LIMIT 1",
         )
         .unwrap();
-        assert_eq!(
-            (kind.as_deref(), reason.as_deref()),
-            (Some("charge"), Some("GET /x"))
-        );
+        assert_eq!((kind.as_deref(), reason.as_deref()), (Some("charge"), Some("GET /x")));
         assert_eq!(
             numeric("SELECT balance_after FROM credits.ledger WHERE account = 't' ORDER BY id DESC LIMIT 1"),
             num("2")
         );
         assert_eq!(
-            Spi::get_one::<i64>(
-                "SELECT (metadata->>'req')::int8 FROM credits.ledger WHERE kind = 'charge'"
-            )
-            .unwrap(),
+            Spi::get_one::<i64>("SELECT (metadata->>'req')::int8 FROM credits.ledger WHERE kind = 'charge'")
+                .unwrap(),
             Some(7)
         );
     }
@@ -86,15 +76,9 @@ mod tests {
     #[pg_test]
     fn idempotent_charge_applies_once_and_replays_the_original_result() {
         Spi::run("SELECT credits.create_account('t', 10)").unwrap();
-        assert_eq!(
-            numeric("SELECT credits.charge('t', 4, idempotency_key => 'k')"),
-            num("6")
-        );
+        assert_eq!(numeric("SELECT credits.charge('t', 4, idempotency_key => 'k')"), num("6"));
         Spi::run("SELECT credits.charge('t', 1)").unwrap();
-        assert_eq!(
-            numeric("SELECT credits.charge('t', 4, idempotency_key => 'k')"),
-            num("6")
-        );
+        assert_eq!(numeric("SELECT credits.charge('t', 4, idempotency_key => 'k')"), num("6"));
         assert_eq!(numeric("SELECT credits.balance('t')"), num("5"));
     }
 
@@ -103,11 +87,7 @@ mod tests {
         Spi::run("SELECT credits.create_account('t', 5, min_balance => -2)").unwrap();
         for (cost, affordable) in [("7", true), ("7.01", false), ("0", true)] {
             let sql = format!("SELECT credits.can_afford('t', {cost})");
-            assert_eq!(
-                Spi::get_one::<bool>(&sql).unwrap(),
-                Some(affordable),
-                "{sql}"
-            );
+            assert_eq!(Spi::get_one::<bool>(&sql).unwrap(), Some(affordable), "{sql}");
         }
         assert_eq!(numeric("SELECT credits.charge('t', 7)"), num("-2"));
     }
@@ -117,9 +97,7 @@ mod tests {
         Spi::run("SELECT credits.create_account('t', 10)").unwrap();
         Spi::run("UPDATE credits.accounts SET balance = 25 WHERE account = 't'").unwrap();
         assert_eq!(
-            numeric(
-                "SELECT amount FROM credits.ledger WHERE account = 't' AND kind = 'adjustment'"
-            ),
+            numeric("SELECT amount FROM credits.ledger WHERE account = 't' AND kind = 'adjustment'"),
             num("15")
         );
         assert!(ledger_matches_balances());
@@ -148,9 +126,7 @@ mod tests {
         Spi::run("SELECT credits.charge('t', -1)").unwrap();
     }
 
-    #[pg_test(
-        error = "The credits ledger is append-only: entries cannot be updated, deleted or truncated."
-    )]
+    #[pg_test(error = "The credits ledger is append-only: entries cannot be updated, deleted or truncated.")]
     fn ledger_rows_cannot_be_deleted() {
         Spi::run("SELECT credits.create_account('t', 1)").unwrap();
         Spi::run("DELETE FROM credits.ledger").unwrap();

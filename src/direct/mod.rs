@@ -144,11 +144,7 @@ pub struct Charged {
 pub enum SlotCharge {
     /// Taken from `slot`: the balance after (the other slots and the account row as of
     /// the charge's snapshot) and the account's low-balance threshold.
-    Taken {
-        balance: AnyNumeric,
-        threshold: Option<AnyNumeric>,
-        slot: i32,
-    },
+    Taken { balance: AnyNumeric, threshold: Option<AnyNumeric>, slot: i32 },
     /// No slot it may take from can pay: the account's slots must be gathered.
     CannotPay,
     /// Not taken, nothing written: the SQL path decides.
@@ -169,10 +165,7 @@ enum Update {
 /// Makes a charge (a positive cost) of a plain account, or returns `None` having written
 /// nothing. A charge with an idempotency key steps aside when its key is in the ledger.
 pub fn charge(entry: &Entry<'_>) -> Option<Charged> {
-    let also = Also {
-        idempotency_keys: entry.idempotency_key.is_some(),
-        ..Also::default()
-    };
+    let also = Also { idempotency_keys: entry.idempotency_key.is_some(), ..Also::default() };
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.charge(entry)).flatten() }
 }
@@ -183,11 +176,7 @@ pub fn charge(entry: &Entry<'_>) -> Option<Charged> {
 /// charged does it wait, for the first of them. A charge with an idempotency key must come
 /// with the key's lock held and the key looked up (see `hot`): this does not look.
 pub fn take_from_slot(entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharge {
-    let also = Also {
-        slots: true,
-        idempotency_keys: entry.idempotency_key.is_some(),
-        ..Also::default()
-    };
+    let also = Also { slots: true, idempotency_keys: entry.idempotency_key.is_some(), ..Also::default() };
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.take_from_slot(entry, preferred, hop)) }
         .unwrap_or(SlotCharge::StepAside)
@@ -198,12 +187,8 @@ pub fn take_from_slot(entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharg
 /// (with its `balance_after`, in the order given). Returns false, having written nothing,
 /// when the tables cannot be written directly.
 pub fn settle(accounts: &[Settled<'_>], entries: &[(Entry<'_>, AnyNumeric)]) -> bool {
-    let also = Also {
-        idempotency_keys: entries
-            .iter()
-            .any(|(entry, _)| entry.idempotency_key.is_some()),
-        ..Also::default()
-    };
+    let also =
+        Also { idempotency_keys: entries.iter().any(|(entry, _)| entry.idempotency_key.is_some()), ..Also::default() };
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.settle(accounts, entries)) }.is_some()
 }
@@ -230,10 +215,7 @@ pub enum KeyUse {
 /// Looks the charge's idempotency key up; `None` when the tables cannot be read directly.
 /// Only meaningful with the key's lock held (see `hot`).
 pub fn key_use(entry: &Entry<'_>, key: &str) -> Option<KeyUse> {
-    let also = Also {
-        idempotency_keys: true,
-        ..Also::default()
-    };
+    let also = Also { idempotency_keys: true, ..Also::default() };
     // SAFETY: see `with_tables`; XactIsoLevel is a plain variable of this backend.
     unsafe {
         with_tables(also, |tables| {
@@ -415,16 +397,12 @@ impl Tables {
                 }
             })
             .collect();
-        let in_place = opened
-            .iter()
-            .zip(RELATIONS)
-            .enumerate()
-            .all(|(i, (relation, name))| {
-                !wanted(i)
-                    || (!relation.is_null()
-                        && (*(**relation).rd_rel).relnamespace == catalog.schema
-                        && CStr::from_ptr((*(**relation).rd_rel).relname.data.as_ptr()) == name)
-            });
+        let in_place = opened.iter().zip(RELATIONS).enumerate().all(|(i, (relation, name))| {
+            !wanted(i)
+                || (!relation.is_null()
+                    && (*(**relation).rd_rel).relnamespace == catalog.schema
+                    && CStr::from_ptr((*(**relation).rd_rel).relname.data.as_ptr()) == name)
+        });
         let [_, accounts_pkey, _, ledger_pkey, _, slots_pkey, _, holds_pkey] = catalog.relations;
         let [holds_id, holds_expiry, holds_due] = catalog.hold_indexes;
         let usable = in_place
@@ -433,41 +411,20 @@ impl Tables {
             && catalog.as_made(
                 opened[2],
                 &LEDGER_COLUMNS,
-                &[
-                    ledger_pkey,
-                    catalog.ledger_key_index,
-                    catalog.ledger_history_index,
-                ],
+                &[ledger_pkey, catalog.ledger_key_index, catalog.ledger_history_index],
             )
             && only_ours(opened[0], pg_sys::TRIGGER_TYPE_UPDATE, &[c"guard_update"])
             && updates_replicate(opened[0])
             && only_ours(opened[2], pg_sys::TRIGGER_TYPE_INSERT, &[])
             && (!also.slots
                 || (catalog.as_made(opened[4], &SLOT_COLUMNS, &[slots_pkey])
-                    && only_ours(
-                        opened[4],
-                        pg_sys::TRIGGER_TYPE_UPDATE,
-                        &[c"refuse_direct_write"],
-                    )
+                    && only_ours(opened[4], pg_sys::TRIGGER_TYPE_UPDATE, &[c"refuse_direct_write"])
                     && updates_replicate(opened[4])))
             && (!also.holds
-                || (pg_sys::get_rel_relkind(catalog.hold_ids)
-                    == pg_sys::RELKIND_SEQUENCE as c_char
-                    && catalog.as_made(
-                        opened[6],
-                        &HOLD_COLUMNS,
-                        &[holds_pkey, holds_id, holds_expiry, holds_due],
-                    )
-                    && only_ours(
-                        opened[6],
-                        pg_sys::TRIGGER_TYPE_UPDATE,
-                        &[c"refuse_direct_write"],
-                    )
-                    && only_ours(
-                        opened[6],
-                        pg_sys::TRIGGER_TYPE_INSERT,
-                        &[c"reconcile_inserted_hold"],
-                    )
+                || (pg_sys::get_rel_relkind(catalog.hold_ids) == pg_sys::RELKIND_SEQUENCE as c_char
+                    && catalog.as_made(opened[6], &HOLD_COLUMNS, &[holds_pkey, holds_id, holds_expiry, holds_due])
+                    && only_ours(opened[6], pg_sys::TRIGGER_TYPE_UPDATE, &[c"refuse_direct_write"])
+                    && only_ours(opened[6], pg_sys::TRIGGER_TYPE_INSERT, &[c"reconcile_inserted_hold"])
                     && updates_replicate(opened[6])));
         if !usable {
             for (index, relation) in opened.into_iter().enumerate() {
@@ -477,10 +434,7 @@ impl Tables {
             }
             return None;
         }
-        let table = |i: usize| Table {
-            heap: opened[i],
-            pkey: opened[i + 1],
-        };
+        let table = |i: usize| Table { heap: opened[i], pkey: opened[i + 1] };
         Some(Tables {
             accounts: table(0),
             ledger: table(2),
@@ -493,9 +447,7 @@ impl Tables {
                 due: pg_sys::index_open(holds_due, lock),
                 ids: catalog.hold_ids,
             }),
-            ledger_keys: also
-                .idempotency_keys
-                .then(|| pg_sys::index_open(catalog.ledger_key_index, lock)),
+            ledger_keys: also.idempotency_keys.then(|| pg_sys::index_open(catalog.ledger_key_index, lock)),
             ledger_history: pg_sys::index_open(catalog.ledger_history_index, lock),
             ledger_ids: catalog.ledger_ids,
         })
@@ -512,15 +464,7 @@ impl Tables {
             }
         }
         let holds = self.holds.as_ref().map(|holds| &holds.table);
-        for table in [
-            Some(&self.accounts),
-            Some(&self.ledger),
-            self.slots.as_ref(),
-            holds,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for table in [Some(&self.accounts), Some(&self.ledger), self.slots.as_ref(), holds].into_iter().flatten() {
             close(table.pkey, true);
             close(table.heap, false);
         }
@@ -538,66 +482,41 @@ impl Tables {
             }
         }
         let mut found = None;
-        self.accounts.scan(
-            snapshot,
-            &mut [text_key(self.accounts.pkey, 1, account_datum)],
-            ACCOUNT_COLUMNS.len(),
-            |values, nulls, version| {
-                // No slots and no grants: the own balance is the only pool. Holds count,
-                // lapsed or not (the SQL path writes the lapses and decides again).
-                let plain = i32::from_datum(values[7], nulls[7]) == Some(0)
-                    && bool::from_datum(values[9], nulls[9]) == Some(false);
-                let before =
-                    AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL");
-                let floor =
-                    AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL");
-                let after = canonical(before.clone() - cost.clone());
-                // decide's rule, balance - held - cost >= min_balance, without numeric
-                // arithmetic when nothing is held (a numeric 0 is its header alone, no digits),
-                // which is nearly always: every operation on a numeric is a call into PostgreSQL.
-                let nothing_held = pgrx::varlena::varsize_any_exhdr(values[8].cast_mut_ptr()) == 2;
-                let pays = if nothing_held {
-                    after >= floor
-                } else {
-                    let held =
-                        AnyNumeric::from_datum(values[8], nulls[8]).expect("held is NOT NULL");
-                    Figures {
-                        balance: before.clone(),
-                        held,
-                        min_balance: floor,
-                    }
-                    .can_pay(cost)
-                };
-                if plain && pays {
-                    let threshold = AnyNumeric::from_datum(values[3], nulls[3]);
-                    values[1] = after.clone().into_datum().expect("a number");
-                    values[6] = now;
-                    let new_row = pg_sys::heap_form_tuple(
-                        (*self.accounts.heap).rd_att,
-                        values.as_mut_ptr(),
-                        nulls.as_mut_ptr(),
-                    );
-                    found = Some((version, new_row, before, after, threshold));
-                }
-                false
-            },
-        );
+        self.accounts.scan(snapshot, &mut [text_key(self.accounts.pkey, 1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, version| {
+            // No slots and no grants: the own balance is the only pool. Holds count,
+            // lapsed or not (the SQL path writes the lapses and decides again).
+            let plain = i32::from_datum(values[7], nulls[7]) == Some(0) && bool::from_datum(values[9], nulls[9]) == Some(false);
+            let before = AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL");
+            let floor = AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL");
+            let after = canonical(before.clone() - cost.clone());
+            // decide's rule, balance - held - cost >= min_balance, without numeric
+            // arithmetic when nothing is held (a numeric 0 is its header alone, no digits),
+            // which is nearly always: every operation on a numeric is a call into PostgreSQL.
+            let nothing_held = pgrx::varlena::varsize_any_exhdr(values[8].cast_mut_ptr()) == 2;
+            let pays = if nothing_held {
+                after >= floor
+            } else {
+                let held = AnyNumeric::from_datum(values[8], nulls[8]).expect("held is NOT NULL");
+                Figures { balance: before.clone(), held, min_balance: floor }.can_pay(cost)
+            };
+            if plain && pays {
+                let threshold = AnyNumeric::from_datum(values[3], nulls[3]);
+                values[1] = after.clone().into_datum().expect("a number");
+                values[6] = now;
+                let new_row = pg_sys::heap_form_tuple((*self.accounts.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+                found = Some((version, new_row, before, after, threshold));
+            }
+            false
+        });
         pg_sys::UnregisterSnapshot(snapshot);
         let (mut version, new_row, before, balance, threshold) = found?;
-        if !matches!(
-            self.accounts
-                .update(&mut version, new_row, &mut [account_datum], true),
-            Update::Done(_)
-        ) {
+        if !matches!(self.accounts.update(&mut version, new_row, &mut [account_datum], true), Update::Done(_)) {
             return None;
         }
         self.append_entry(entry, account_datum, Some(&balance), now);
         pg_sys::CommandCounterIncrement();
         let crossed = threshold.filter(|t| &before >= t && &balance < t);
-        Some(Charged {
-            balance,
-            crossed_threshold: crossed,
-        })
+        Some(Charged { balance, crossed_threshold: crossed })
     }
 
     unsafe fn take_from_slot(&self, entry: &Entry<'_>, preferred: i32, hop: bool) -> SlotCharge {
@@ -608,38 +527,22 @@ impl Tables {
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
         // Every slot and the account row, as of one snapshot.
         let mut all: Vec<(i32, pg_sys::ItemPointerData, AnyNumeric)> = Vec::new();
-        slots.scan(
-            snapshot,
-            &mut [text_key(slots.pkey, 1, account_datum)],
-            SLOT_COLUMNS.len(),
-            |values, nulls, version| {
-                let slot = i32::from_datum(values[1], nulls[1]).expect("slot is NOT NULL");
-                all.push((
-                    slot,
-                    version,
-                    AnyNumeric::from_datum(values[2], nulls[2]).expect("available is NOT NULL"),
-                ));
-                true
-            },
-        );
+        slots.scan(snapshot, &mut [text_key(slots.pkey, 1, account_datum)], SLOT_COLUMNS.len(), |values, nulls, version| {
+            let slot = i32::from_datum(values[1], nulls[1]).expect("slot is NOT NULL");
+            all.push((slot, version, AnyNumeric::from_datum(values[2], nulls[2]).expect("available is NOT NULL")));
+            true
+        });
         let mut row_balance = None;
         let mut threshold = None;
-        self.accounts.scan(
-            snapshot,
-            &mut [text_key(self.accounts.pkey, 1, account_datum)],
-            ACCOUNT_COLUMNS.len(),
-            |values, nulls, _| {
-                if i32::from_datum(values[7], nulls[7]).is_some_and(|slots| slots > 0) {
-                    row_balance = AnyNumeric::from_datum(values[1], nulls[1]);
-                    threshold = AnyNumeric::from_datum(values[3], nulls[3]);
-                }
-                false
-            },
-        );
+        self.accounts.scan(snapshot, &mut [text_key(self.accounts.pkey, 1, account_datum)], ACCOUNT_COLUMNS.len(), |values, nulls, _| {
+            if i32::from_datum(values[7], nulls[7]).is_some_and(|slots| slots > 0) {
+                row_balance = AnyNumeric::from_datum(values[1], nulls[1]);
+                threshold = AnyNumeric::from_datum(values[3], nulls[3]);
+            }
+            false
+        });
         pg_sys::UnregisterSnapshot(snapshot);
-        let Some(row_balance) =
-            row_balance.filter(|_| all.iter().any(|(slot, ..)| *slot == preferred))
-        else {
+        let Some(row_balance) = row_balance.filter(|_| all.iter().any(|(slot, ..)| *slot == preferred)) else {
             // Not hot any more, or reshaped since this backend looked.
             return SlotCharge::StepAside;
         };
@@ -652,44 +555,22 @@ impl Tables {
         }
         candidates.sort_by_key(|(slot, ..)| (slot - preferred).rem_euclid(crate::hot::MAX_SLOTS));
         let balance = canonical(
-            all.iter().fold(row_balance, |total, (_, _, available)| {
-                total + available.clone()
-            }) - cost.clone(),
+            all.iter().fold(row_balance, |total, (_, _, available)| total + available.clone()) - cost.clone(),
         );
         // Without waiting first (passing over slots that are busy or changed since the
         // snapshot), then, every candidate passed over, waiting for the first.
-        let attempts = candidates
-            .iter()
-            .map(|candidate| (*candidate, false))
-            .chain([(candidates[0], true)]);
+        let attempts = candidates.iter().map(|candidate| (*candidate, false)).chain([(candidates[0], true)]);
         for (&(slot, mut version, ref available), wait) in attempts {
             let slot_datum = slot.into_datum().expect("an integer");
             let left = canonical(available.clone() - cost.clone());
-            let mut values = [
-                account_datum,
-                slot_datum,
-                left.into_datum().expect("a number"),
-            ];
+            let mut values = [account_datum, slot_datum, left.into_datum().expect("a number")];
             let mut nulls = [false; 3];
-            let new_row = pg_sys::heap_form_tuple(
-                (*slots.heap).rd_att,
-                values.as_mut_ptr(),
-                nulls.as_mut_ptr(),
-            );
-            match slots.update(
-                &mut version,
-                new_row,
-                &mut [account_datum, slot_datum],
-                wait,
-            ) {
+            let new_row = pg_sys::heap_form_tuple((*slots.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+            match slots.update(&mut version, new_row, &mut [account_datum, slot_datum], wait) {
                 Update::Done(_) => {
                     self.append_entry(entry, account_datum, None, now);
                     pg_sys::CommandCounterIncrement();
-                    return SlotCharge::Taken {
-                        balance,
-                        threshold,
-                        slot,
-                    };
+                    return SlotCharge::Taken { balance, threshold, slot };
                 }
                 Update::Busy | Update::Lost if !wait => continue,
                 Update::Busy | Update::Lost => return SlotCharge::StepAside,
@@ -707,17 +588,10 @@ impl Tables {
         let index = self.ledger_keys.expect("opened for entries with a key");
         let key = key.into_datum().expect("text is never NULL");
         let mut recorded = false;
-        scan(
-            self.ledger.heap,
-            index,
-            snapshot,
-            &mut [text_key(index, 1, account), text_key(index, 2, key)],
-            1,
-            |_, _, _| {
-                recorded = true;
-                false
-            },
-        );
+        scan(self.ledger.heap, index, snapshot, &mut [text_key(index, 1, account), text_key(index, 2, key)], 1, |_, _, _| {
+            recorded = true;
+            false
+        });
         recorded
     }
 
@@ -725,30 +599,18 @@ impl Tables {
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
         for settled in accounts {
             let mut version = settled.version;
-            let new_row =
-                self.accounts
-                    .with_version(version, ACCOUNT_COLUMNS.len(), |values, nulls| {
-                        values[1] = settled.balance.clone().into_datum().expect("a number");
-                        values[6] = now;
-                        pg_sys::heap_form_tuple(
-                            (*self.accounts.heap).rd_att,
-                            values.as_mut_ptr(),
-                            nulls.as_mut_ptr(),
-                        )
-                    });
+            let new_row = self.accounts.with_version(version, ACCOUNT_COLUMNS.len(), |values, nulls| {
+                values[1] = settled.balance.clone().into_datum().expect("a number");
+                values[6] = now;
+                pg_sys::heap_form_tuple((*self.accounts.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr())
+            });
             // The index key from our own copy of the id: the version's columns pointed
             // into its buffer, which other backends may prune and compact once unpinned.
             let account = settled.account.into_datum().expect("text is never NULL");
             // Locked by the caller: nobody else can have changed it, and heap_update does
             // not wait for our own lock.
-            if !matches!(
-                self.accounts
-                    .update(&mut version, new_row, &mut [account], true),
-                Update::Done(_)
-            ) {
-                pgrx::error!(
-                    "pg_credits: an account row locked by charge_many changed under its lock"
-                );
+            if !matches!(self.accounts.update(&mut version, new_row, &mut [account], true), Update::Done(_)) {
+                pgrx::error!("pg_credits: an account row locked by charge_many changed under its lock");
             }
         }
         for (entry, balance_after) in entries {
@@ -758,13 +620,7 @@ impl Tables {
         pg_sys::CommandCounterIncrement();
     }
 
-    unsafe fn append_entry(
-        &self,
-        entry: &Entry<'_>,
-        account: Datum,
-        balance_after: Option<&AnyNumeric>,
-        now: Datum,
-    ) {
+    unsafe fn append_entry(&self, entry: &Entry<'_>, account: Datum, balance_after: Option<&AnyNumeric>, now: Datum) {
         let movement = NewEntry {
             amount: entry.movement.ledger_amount(&entry.amount.value),
             balance_after: balance_after.cloned(),
@@ -772,6 +628,7 @@ impl Tables {
             reason: entry.reason,
             idempotency_key: entry.idempotency_key,
             metadata: entry.metadata.as_ref(),
+            grant_id: None,
             hold_id: None,
             held_amount: None,
             outcome: None,
@@ -783,9 +640,8 @@ impl Tables {
     /// ledger's identity sequence, and indexed in (account, id), (account, created_at),
     /// and in the partial (account, idempotency_key) index when it has a key.
     unsafe fn append(&self, entry: &NewEntry<'_>, account: Datum, now: Datum) {
-        let id: i64 =
-            pgrx::direct_function_call(pg_sys::nextval_oid, &[self.ledger_ids.into_datum()])
-                .expect("nextval returns a value");
+        let id: i64 = pgrx::direct_function_call(pg_sys::nextval_oid, &[self.ledger_ids.into_datum()])
+            .expect("nextval returns a value");
         let txid = pg_sys::GetTopFullTransactionId().value;
         let mut values = [
             id.into_datum(),
@@ -798,36 +654,20 @@ impl Tables {
             entry.metadata.map(|m| JsonB(m.0.clone())).into_datum(),
             Some(now),
             Some(Datum::from(txid)),
-            None,
+            entry.grant_id.into_datum(),
             entry.hold_id.into_datum(),
             entry.held_amount.clone().into_datum(),
             entry.outcome.clone().map(JsonB).into_datum(),
         ];
         let mut nulls = values.map(|v| v.is_none());
         let mut datums = values.each_mut().map(|v| v.unwrap_or(Datum::from(0)));
-        let row = pg_sys::heap_form_tuple(
-            (*self.ledger.heap).rd_att,
-            datums.as_mut_ptr(),
-            nulls.as_mut_ptr(),
-        );
+        let row = pg_sys::heap_form_tuple((*self.ledger.heap).rd_att, datums.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::simple_heap_insert(self.ledger.heap, row);
         self.ledger.index(&mut [datums[1], datums[0]], row, false);
-        insert_index_entry(
-            self.ledger_history,
-            self.ledger.heap,
-            &mut [datums[1], datums[8]],
-            row,
-            false,
-        );
+        insert_index_entry(self.ledger_history, self.ledger.heap, &mut [datums[1], datums[8]], row, false);
         if entry.idempotency_key.is_some() {
             let keys = self.ledger_keys.expect("opened for entries with a key");
-            insert_index_entry(
-                keys,
-                self.ledger.heap,
-                &mut [datums[1], datums[6]],
-                row,
-                false,
-            );
+            insert_index_entry(keys, self.ledger.heap, &mut [datums[1], datums[6]], row, false);
         }
     }
 }
@@ -841,6 +681,7 @@ struct NewEntry<'a> {
     reason: Option<&'a str>,
     idempotency_key: Option<&'a str>,
     metadata: Option<&'a JsonB>,
+    grant_id: Option<i64>,
     hold_id: Option<i64>,
     held_amount: Option<AnyNumeric>,
     outcome: Option<serde_json::Value>,
@@ -906,10 +747,7 @@ impl Table {
         columns: usize,
         f: impl FnOnce(&mut [Datum], &mut [bool]) -> T,
     ) -> T {
-        let mut tuple = pg_sys::HeapTupleData {
-            t_self: version,
-            ..Default::default()
-        };
+        let mut tuple = pg_sys::HeapTupleData { t_self: version, ..Default::default() };
         let mut buffer: pg_sys::Buffer = 0;
         let any = std::ptr::addr_of_mut!(pg_sys::SnapshotAnyData);
         if !pg_sys::heap_fetch(self.heap, any, &mut tuple, &mut buffer, false) {
@@ -917,12 +755,7 @@ impl Table {
         }
         let mut values = vec![Datum::from(0); columns];
         let mut nulls = vec![false; columns];
-        pg_sys::heap_deform_tuple(
-            &mut tuple,
-            (*self.heap).rd_att,
-            values.as_mut_ptr(),
-            nulls.as_mut_ptr(),
-        );
+        pg_sys::heap_deform_tuple(&mut tuple, (*self.heap).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
         let result = f(&mut values, &mut nulls);
         pg_sys::ReleaseBuffer(buffer);
         result
@@ -940,13 +773,7 @@ unsafe fn scan(
     mut each: impl FnMut(&mut [Datum], &mut [bool], pg_sys::ItemPointerData) -> bool,
 ) {
     let scan = compat::index_beginscan(heap, index, snapshot, keys.len() as i32);
-    pg_sys::index_rescan(
-        scan,
-        keys.as_mut_ptr(),
-        keys.len() as i32,
-        std::ptr::null_mut(),
-        0,
-    );
+    pg_sys::index_rescan(scan, keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
     let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
     while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
         pg_sys::slot_getsomeattrs_int(slot, columns as i32);
@@ -992,12 +819,7 @@ unsafe fn text_key(index: pg_sys::Relation, column: i16, value: Datum) -> pg_sys
     equal_key(index, column, pg_sys::F_TEXTEQ, value)
 }
 
-unsafe fn equal_key(
-    index: pg_sys::Relation,
-    column: i16,
-    equals: u32,
-    value: Datum,
-) -> pg_sys::ScanKeyData {
+unsafe fn equal_key(index: pg_sys::Relation, column: i16, equals: u32, value: Datum) -> pg_sys::ScanKeyData {
     let mut key = pg_sys::ScanKeyData::default();
     pg_sys::ScanKeyEntryInitialize(
         &mut key,
@@ -1026,20 +848,13 @@ impl Catalog {
     /// The relation has exactly these columns (none dropped, each of its type, without a
     /// typmod, NOT NULL as made) and exactly these indexes, and no CHECK constraints,
     /// rules or forced row security.
-    unsafe fn as_made(
-        &self,
-        relation: pg_sys::Relation,
-        columns: &[Column],
-        indexes: &[Oid],
-    ) -> bool {
+    unsafe fn as_made(&self, relation: pg_sys::Relation, columns: &[Column], indexes: &[Oid]) -> bool {
         let class = &*(*relation).rd_rel;
         if class.relhasrules || class.relforcerowsecurity {
             return false;
         }
         let desc = &*(*relation).rd_att;
-        if desc.natts as usize != columns.len()
-            || desc.constr.as_ref().is_some_and(|c| c.num_check > 0)
-        {
+        if desc.natts as usize != columns.len() || desc.constr.as_ref().is_some_and(|c| c.num_check > 0) {
             return false;
         }
         let same_columns = columns.iter().enumerate().all(|(index, column)| {
@@ -1057,9 +872,7 @@ impl Catalog {
         let list = pg_sys::RelationGetIndexList(relation);
         same_columns
             && pg_sys::list_length(list) as usize == indexes.len()
-            && indexes
-                .iter()
-                .all(|oid| pg_sys::list_member_oid(list, *oid))
+            && indexes.iter().all(|oid| pg_sys::list_member_oid(list, *oid))
     }
 }
 
@@ -1085,9 +898,7 @@ unsafe fn triggers(relation: pg_sys::Relation) -> Option<&'static pg_sys::Trigge
 /// No trigger an UPDATE or INSERT (`event`) of the table fires but pg_credits' own AFTER
 /// row triggers named in `ours`, whose WHEN clause is false for pg_credits' writes.
 unsafe fn only_ours(relation: pg_sys::Relation, event: u32, ours: &[&CStr]) -> bool {
-    let Some(desc) = triggers(relation) else {
-        return true;
-    };
+    let Some(desc) = triggers(relation) else { return true };
     let other_kinds = if event == pg_sys::TRIGGER_TYPE_UPDATE {
         desc.trig_update_before_row
             || desc.trig_update_instead_row
@@ -1100,9 +911,7 @@ unsafe fn only_ours(relation: pg_sys::Relation, event: u32, ours: &[&CStr]) -> b
             || desc.trig_insert_after_statement
     };
     !other_kinds
-        && std::slice::from_raw_parts(desc.triggers, desc.numtriggers as usize)
-            .iter()
-            .all(|trigger| {
-                trigger.tgtype as u32 & event == 0 || ours.contains(&CStr::from_ptr(trigger.tgname))
-            })
+        && std::slice::from_raw_parts(desc.triggers, desc.numtriggers as usize).iter().all(|trigger| {
+            trigger.tgtype as u32 & event == 0 || ours.contains(&CStr::from_ptr(trigger.tgname))
+        })
 }
