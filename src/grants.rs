@@ -343,9 +343,14 @@ static VOID: Statement = Statement {
     generic: true,
 };
 
+/// The account row is written too: every change to a pool comes with one (see `direct`).
 static SET_EXPIRY: Statement = Statement {
-    sql: "UPDATE credits.account_grants SET expires_at = $3
-           WHERE account = $1 AND grant_id = $2 AND closed IS NULL AND $3 > effective_at RETURNING grant_id",
+    sql: "WITH changed AS (
+              UPDATE credits.account_grants SET expires_at = $3
+               WHERE account = $1 AND grant_id = $2 AND closed IS NULL AND $3 > effective_at RETURNING grant_id),
+          touched AS (
+              UPDATE credits.accounts SET updated_at = pg_catalog.now() WHERE account = $1 AND EXISTS (SELECT FROM changed))
+          SELECT grant_id FROM changed",
     args: &[TEXT, INT8, TIMESTAMPTZ],
     generic: true,
 };

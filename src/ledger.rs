@@ -238,10 +238,8 @@ impl Entry<'_> {
     /// The direct path (see `direct`), taken outside any SPI connection because it needs
     /// none; `None` when it does not apply or stepped aside, having written nothing.
     fn apply_directly(&self) -> Option<AnyNumeric> {
-        let eligible = self.movement == Movement::Charge
-            && !self.amount.is_zero()
-            && hot::known_slots(self.account).is_none()
-            && !pools::known_to_have_grants(self.account);
+        let eligible =
+            self.movement == Movement::Charge && !self.amount.is_zero() && hot::known_slots(self.account).is_none();
         if !eligible {
             return None;
         }

@@ -388,6 +388,8 @@ static LAPSED_HOLDS: Statement = Statement {
 
 /// Closes the account's grants past their expiry: what remains leaves the balance with an
 /// `expiry` entry dated at the expiry; what holds reserve of them stays with the holds.
+/// The account row is written even when nothing remained: every change to a pool comes
+/// with one (see `direct`).
 static EXPIRE_GRANTS: Statement = Statement {
     sql: "WITH due AS (
               SELECT grant_id, remaining, expires_at FROM credits.account_grants
@@ -399,7 +401,7 @@ static EXPIRE_GRANTS: Statement = Statement {
           total AS (SELECT coalesce(pg_catalog.sum(remaining), 0) AS amount, pg_catalog.count(*) AS n FROM due),
           moved AS (
               UPDATE credits.accounts a SET balance = pg_catalog.trim_scale(a.balance - total.amount), updated_at = pg_catalog.now()
-                FROM total WHERE a.account = $1 AND total.amount <> 0
+                FROM total WHERE a.account = $1 AND total.n > 0
              RETURNING a.balance),
           entries AS (
               INSERT INTO credits.ledger (account, amount, kind, reason, grant_id, created_at)

@@ -15,7 +15,7 @@
 //! with the snapshot has been updated (it was still the latest), the hold version read
 //! with that snapshot is the latest too, and nobody else can change it before we commit.
 
-use super::{equal_key, insert_index_entry, scan, text_key, with_tables, Also, NewEntry, Tables, Update};
+use super::{equal_key, json_number, insert_index_entry, scan, text_key, with_tables, Also, NewEntry, Tables, Update};
 use super::{ACCOUNT_COLUMNS, HOLD_COLUMNS};
 use crate::decide::{Figures, Hold, HoldStatus, Overage, Time};
 use crate::input::{self, canonical};
@@ -167,10 +167,10 @@ impl Tables {
         insert_index_entry(holds.expiry, heap, &mut [datums[0], datums[8]], row, false);
         insert_index_entry(holds.due, heap, &mut [datums[8]], row, false);
         let outcome = json!({
-            "amount": number(amount),
+            "amount": json_number(amount),
             "hold_id": hold_id,
             "expires_at": json_time(datums[8]),
-            "available": number(&change.available_after),
+            "available": json_number(&change.available_after),
         });
         let entry = NewEntry {
             amount: zero,
@@ -264,12 +264,12 @@ impl Tables {
         let balance = change.balance_after.clone();
         let outcome = |amount: &AnyNumeric| {
             json!({
-                "amount": number(&-amount.clone()),
+                "amount": json_number(&-amount.clone()),
                 "hold_id": request.hold_id,
-                "captured": number(&captured),
-                "released": number(&released),
+                "captured": json_number(&captured),
+                "released": json_number(&released),
                 "status": status.name(),
-                "balance": number(&balance),
+                "balance": json_number(&balance),
             })
         };
         // As the SQL writer: the release of the rest first, then the capture's entry
@@ -310,11 +310,6 @@ impl Tables {
             change.threshold.filter(|threshold| &change.balance_before >= threshold && &balance < threshold);
         Some(Resolved { account, captured, released, status, balance, crossed_threshold })
     }
-}
-
-/// A decimal as a JSON number, digit for digit.
-fn number(value: &AnyNumeric) -> serde_json::Value {
-    serde_json::Value::Number(value.to_string().parse().expect("a decimal is a JSON number"))
 }
 
 /// A timestamptz as `to_json` writes it (in the session's time zone), so that an outcome

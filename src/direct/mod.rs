@@ -43,6 +43,7 @@ use pgrx::{AnyNumeric, FromDatum, IntoDatum, JsonB};
 use std::cell::Cell;
 use std::ffi::{c_char, CStr};
 
+mod grants;
 mod holds;
 pub use holds::{capture, hold, Capture};
 
@@ -62,13 +63,15 @@ enum Type {
     Domain(usize),
 }
 
-const DOMAINS: [&CStr; 6] = [
+const DOMAINS: [&CStr; 8] = [
     c"credits.account_id",
     c"credits.amount",
     c"credits.entry_kind",
     c"credits.json_object",
     c"credits.slot_amount",
     c"credits.hold_status",
+    c"credits.grant_category",
+    c"credits.grant_priority",
 ];
 const ACCOUNT_ID: Type = Type::Domain(0);
 const AMOUNT: Type = Type::Domain(1);
@@ -76,6 +79,8 @@ const ENTRY_KIND: Type = Type::Domain(2);
 const JSON_OBJECT: Type = Type::Domain(3);
 const SLOT_AMOUNT: Type = Type::Domain(4);
 const HOLD_STATUS: Type = Type::Domain(5);
+const GRANT_CATEGORY: Type = Type::Domain(6);
+const GRANT_PRIORITY: Type = Type::Domain(7);
 
 const fn column(name: &'static CStr, of: Type, not_null: bool) -> Column {
     Column { name, of, not_null }
@@ -133,6 +138,23 @@ const HOLD_COLUMNS: [Column; 13] = [
     column(c"metadata", JSON_OBJECT, false),
 ];
 
+const GRANT_COLUMNS: [Column; 14] = [
+    column(c"account", Type::Builtin(pg_sys::TEXTOID), true),
+    column(c"grant_id", Type::Builtin(pg_sys::INT8OID), true),
+    column(c"amount", AMOUNT, true),
+    column(c"remaining", AMOUNT, true),
+    column(c"held", AMOUNT, true),
+    column(c"category", GRANT_CATEGORY, true),
+    column(c"priority", GRANT_PRIORITY, true),
+    column(c"effective_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
+    column(c"expires_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
+    column(c"closed", Type::Builtin(pg_sys::TEXTOID), false),
+    column(c"closed_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), false),
+    column(c"created_at", Type::Builtin(pg_sys::TIMESTAMPTZOID), true),
+    column(c"reason", Type::Builtin(pg_sys::TEXTOID), false),
+    column(c"metadata", JSON_OBJECT, false),
+];
+
 /// What a direct charge did.
 pub struct Charged {
     pub balance: AnyNumeric,
@@ -162,10 +184,15 @@ enum Update {
     Lost,
 }
 
-/// Makes a charge (a positive cost) of a plain account, or returns `None` having written
-/// nothing. A charge with an idempotency key steps aside when its key is in the ledger.
+/// Makes a charge (a positive cost) of a plain account, or of one this backend knows to
+/// have grants (see `grants`), or returns `None` having written nothing. A charge with an
+/// idempotency key steps aside when its key is in the ledger.
 pub fn charge(entry: &Entry<'_>) -> Option<Charged> {
-    let also = Also { idempotency_keys: entry.idempotency_key.is_some(), ..Also::default() };
+    let also = Also {
+        idempotency_keys: entry.idempotency_key.is_some(),
+        grants: crate::pools::known_to_have_grants(entry.account),
+        ..Also::default()
+    };
     // SAFETY: see `with_tables`.
     unsafe { with_tables(also, |tables| tables.charge(entry)).flatten() }
 }
@@ -248,6 +275,8 @@ struct Also {
     idempotency_keys: bool,
     /// The holds and their indexes.
     holds: bool,
+    /// The pools of accounts with grants and their indexes.
+    grants: bool,
 }
 
 /// Runs `f` on pg_credits' tables (and what `also` names), opened; `None` when
@@ -286,6 +315,8 @@ struct Tables {
     slots: Option<Table>,
     /// Opened only for a hold or its capture.
     holds: Option<Holds>,
+    /// Opened only for a charge of an account with grants.
+    grants: Option<Grants>,
     /// Opened only for entries with an idempotency key.
     ledger_keys: Option<pg_sys::Relation>,
     /// The ledger's (account, created_at) index: every entry goes into it.
@@ -304,6 +335,19 @@ struct Holds {
     ids: Oid,
 }
 
+/// The pools of accounts with grants, and every index a pool's new version may go into.
+struct Grants {
+    table: Table,
+    /// (grant_id).
+    by_id: pg_sys::Relation,
+    /// Of open pools: (account, burn order…), (account, expires_at), (account,
+    /// effective_at), (expires_at).
+    burn_order: pg_sys::Relation,
+    expiry: pg_sys::Relation,
+    effective: pg_sys::Relation,
+    due: pg_sys::Relation,
+}
+
 /// Where pg_credits' tables are, looked up once per backend (catalog scans cost more
 /// than the charge) and checked on every open: a dropped and re-created extension
 /// means new OIDs, which the check notices and looks up again.
@@ -311,18 +355,20 @@ struct Holds {
 struct Catalog {
     schema: Oid,
     /// [`RELATIONS`], tables and their primary keys.
-    relations: [Oid; 8],
+    relations: [Oid; 10],
     ledger_key_index: Oid,
     ledger_history_index: Oid,
     ledger_ids: Oid,
     /// holds_id, holds_expiry, holds_due.
     hold_indexes: [Oid; 3],
     hold_ids: Oid,
+    /// account_grants_burn_order, _expiry, _effective, _due, _id.
+    grant_indexes: [Oid; 5],
     /// The types of [`DOMAINS`].
-    domains: [Oid; 6],
+    domains: [Oid; 8],
 }
 
-const RELATIONS: [&CStr; 8] = [
+const RELATIONS: [&CStr; 10] = [
     c"accounts",
     c"accounts_pkey",
     c"ledger",
@@ -331,8 +377,17 @@ const RELATIONS: [&CStr; 8] = [
     c"account_slots_pkey",
     c"holds",
     c"holds_pkey",
+    c"account_grants",
+    c"account_grants_pkey",
 ];
 const HOLD_INDEXES: [&CStr; 3] = [c"holds_id", c"holds_expiry", c"holds_due"];
+const GRANT_INDEXES: [&CStr; 5] = [
+    c"account_grants_burn_order",
+    c"account_grants_expiry",
+    c"account_grants_effective",
+    c"account_grants_due",
+    c"account_grants_id",
+];
 
 thread_local! {
     static CATALOG: Cell<Option<Catalog>> = const { Cell::new(None) };
@@ -355,12 +410,14 @@ impl Catalog {
             ledger_ids: compat::identity_sequence(relations[2], 1),
             hold_indexes: HOLD_INDEXES.map(find),
             hold_ids: compat::identity_sequence(relations[6], 2),
+            grant_indexes: GRANT_INDEXES.map(find),
             domains: DOMAINS.map(domain),
         };
         let complete = schema != pg_sys::InvalidOid
             && !relations.contains(&pg_sys::InvalidOid)
             && !catalog.domains.contains(&pg_sys::InvalidOid)
             && !catalog.hold_indexes.contains(&pg_sys::InvalidOid)
+            && !catalog.grant_indexes.contains(&pg_sys::InvalidOid)
             && catalog.hold_ids != pg_sys::InvalidOid
             && catalog.ledger_key_index != pg_sys::InvalidOid
             && catalog.ledger_history_index != pg_sys::InvalidOid
@@ -386,7 +443,12 @@ impl Tables {
         let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
         // Tables and their primary keys, by their place in RELATIONS: those not wanted
         // stay null.
-        let wanted = |i: usize| i < 4 || (also.slots && i < 6) || (also.holds && i >= 6);
+        let wanted = |i: usize| match i {
+            0..4 => true,
+            4..6 => also.slots,
+            6..8 => also.holds,
+            _ => also.grants,
+        };
         let opened: Vec<pg_sys::Relation> = (0..RELATIONS.len())
             .map(|i| {
                 let oid = catalog.relations[i];
@@ -403,8 +465,9 @@ impl Tables {
                     && (*(**relation).rd_rel).relnamespace == catalog.schema
                     && CStr::from_ptr((*(**relation).rd_rel).relname.data.as_ptr()) == name)
         });
-        let [_, accounts_pkey, _, ledger_pkey, _, slots_pkey, _, holds_pkey] = catalog.relations;
+        let [_, accounts_pkey, _, ledger_pkey, _, slots_pkey, _, holds_pkey, _, grants_pkey] = catalog.relations;
         let [holds_id, holds_expiry, holds_due] = catalog.hold_indexes;
+        let [burn_order, grants_expiry, grants_effective, grants_due, grants_id] = catalog.grant_indexes;
         let usable = in_place
             && pg_sys::get_rel_relkind(catalog.ledger_ids) == pg_sys::RELKIND_SEQUENCE as c_char
             && catalog.as_made(opened[0], &ACCOUNT_COLUMNS, &[accounts_pkey])
@@ -425,7 +488,14 @@ impl Tables {
                     && catalog.as_made(opened[6], &HOLD_COLUMNS, &[holds_pkey, holds_id, holds_expiry, holds_due])
                     && only_ours(opened[6], pg_sys::TRIGGER_TYPE_UPDATE, &[c"refuse_direct_write"])
                     && only_ours(opened[6], pg_sys::TRIGGER_TYPE_INSERT, &[c"reconcile_inserted_hold"])
-                    && updates_replicate(opened[6])));
+                    && updates_replicate(opened[6])))
+            && (!also.grants
+                || (catalog.as_made(
+                    opened[8],
+                    &GRANT_COLUMNS,
+                    &[grants_pkey, burn_order, grants_expiry, grants_effective, grants_due, grants_id],
+                ) && only_ours(opened[8], pg_sys::TRIGGER_TYPE_UPDATE, &[c"refuse_direct_write"])
+                    && updates_replicate(opened[8])));
         if !usable {
             for (index, relation) in opened.into_iter().enumerate() {
                 if !relation.is_null() {
@@ -447,6 +517,14 @@ impl Tables {
                 due: pg_sys::index_open(holds_due, lock),
                 ids: catalog.hold_ids,
             }),
+            grants: also.grants.then(|| Grants {
+                table: table(8),
+                by_id: pg_sys::index_open(grants_id, lock),
+                burn_order: pg_sys::index_open(burn_order, lock),
+                expiry: pg_sys::index_open(grants_expiry, lock),
+                effective: pg_sys::index_open(grants_effective, lock),
+                due: pg_sys::index_open(grants_due, lock),
+            }),
             ledger_keys: also.idempotency_keys.then(|| pg_sys::index_open(catalog.ledger_key_index, lock)),
             ledger_history: pg_sys::index_open(catalog.ledger_history_index, lock),
             ledger_ids: catalog.ledger_ids,
@@ -463,14 +541,24 @@ impl Tables {
                 close(index, true);
             }
         }
+        if let Some(grants) = &self.grants {
+            for index in [grants.by_id, grants.burn_order, grants.expiry, grants.effective, grants.due] {
+                close(index, true);
+            }
+        }
         let holds = self.holds.as_ref().map(|holds| &holds.table);
-        for table in [Some(&self.accounts), Some(&self.ledger), self.slots.as_ref(), holds].into_iter().flatten() {
+        let grants = self.grants.as_ref().map(|grants| &grants.table);
+        let tables = [Some(&self.accounts), Some(&self.ledger), self.slots.as_ref(), holds, grants];
+        for table in tables.into_iter().flatten() {
             close(table.pkey, true);
             close(table.heap, false);
         }
     }
 
     unsafe fn charge(&self, entry: &Entry<'_>) -> Option<Charged> {
+        if self.grants.is_some() {
+            return self.charge_from_pools(entry);
+        }
         let cost = &entry.amount.value;
         let account_datum = entry.account.into_datum().expect("text is never NULL");
         let now = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
@@ -914,4 +1002,9 @@ unsafe fn only_ours(relation: pg_sys::Relation, event: u32, ours: &[&CStr]) -> b
         && std::slice::from_raw_parts(desc.triggers, desc.numtriggers as usize).iter().all(|trigger| {
             trigger.tgtype as u32 & event == 0 || ours.contains(&CStr::from_ptr(trigger.tgname))
         })
+}
+
+/// A decimal as a JSON number, digit for digit.
+fn json_number(value: &AnyNumeric) -> serde_json::Value {
+    serde_json::Value::Number(value.to_string().parse().expect("a decimal is a JSON number"))
 }
