@@ -4,8 +4,8 @@
 
 use crate::decide::Figures;
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::{hot, input};
-use crate::plans::{OwnWrite, Row, Statement, BOOL, INT8, JSONB, NUMERIC, TEXT, TIMESTAMPTZ};
+use crate::input;
+use crate::plans::{OwnWrite, Row, Statement, INT8, JSONB, NUMERIC, TEXT, TIMESTAMPTZ};
 use pgrx::datum::numeric::Sign;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -38,27 +38,6 @@ fn balance(account: Option<&str>) -> AnyNumeric {
 #[pg_extern(security_definer, stable, parallel_restricted)]
 fn can_afford(account: Option<&str>, cost: Option<AnyNumeric>) -> bool {
     unwrap_or_raise(affordable(account, cost))
-}
-
-/// Sets the account's floor, keeping its low-balance alert threshold.
-#[pg_extern(name = "set_limits", security_definer, volatile, parallel_unsafe)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn set_floor(account: Option<&str>, min_balance: Option<AnyNumeric>) {
-    unwrap_or_raise(limits(account, min_balance, Threshold::Keep))
-}
-
-/// Sets the account's floor and its low-balance alert threshold (NULL: no alert).
-#[pg_extern(security_definer, volatile, parallel_unsafe)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn set_limits(account: Option<&str>, min_balance: Option<AnyNumeric>, low_balance_threshold: Option<AnyNumeric>) {
-    unwrap_or_raise(limits(account, min_balance, Threshold::Set(low_balance_threshold)))
-}
-
-/// What `set_limits` does with the low-balance threshold.
-enum Threshold {
-    Keep,
-    /// NULL clears it.
-    Set(Option<AnyNumeric>),
 }
 
 /// Replaces the account's metadata (a JSON object, or NULL).
@@ -182,16 +161,6 @@ static OPENING_ENTRY: Statement = Statement {
     generic: false,
 };
 
-/// $4: whether $3 is the new threshold (false keeps the current one).
-static SET_LIMITS: Statement = Statement {
-    sql: "UPDATE credits.accounts
-             SET min_balance = $2, updated_at = pg_catalog.now(),
-                 low_balance_threshold = CASE WHEN $4 THEN $3 ELSE low_balance_threshold END
-           WHERE account = $1 RETURNING account",
-    args: &[TEXT, NUMERIC, NUMERIC, BOOL],
-    generic: false,
-};
-
 static SET_METADATA: Statement = Statement {
     sql: "UPDATE credits.accounts SET metadata = $2, updated_at = pg_catalog.now()
            WHERE account = $1 RETURNING account",
@@ -246,7 +215,7 @@ fn available(account: Option<&str>) -> AnyNumeric {
     unwrap_or_raise(
         input::account(account)
             .and_then(|account| Spi::connect(|client| figures_now(client, account)))
-            .map(|figures| input::canonical(figures.available())),
+            .map(|figures| crate::money::canonical(figures.available())),
     )
 }
 
@@ -255,7 +224,7 @@ pub fn open_empty(client: &SpiClient<'_>, account: &str) {
     OPEN_EMPTY.first_row(client, &[account.into()]);
 }
 
-fn not_found(account: &str) -> CreditsError {
+pub fn not_found(account: &str) -> CreditsError {
     CreditsError::AccountNotFound { account: account.to_owned() }
 }
 
@@ -301,33 +270,6 @@ fn affordable(account: Option<&str>, cost: Option<AnyNumeric>) -> Result<bool> {
     let account = input::account(account)?;
     let cost = input::amount("cost", cost)?;
     Spi::connect(|client| figures_now(client, account)).map(|figures| figures.can_pay(&cost.value))
-}
-
-fn limits(account: Option<&str>, min_balance: Option<AnyNumeric>, threshold: Threshold) -> Result<()> {
-    let account = input::account(account)?;
-    let min_balance = input::signed_amount("min_balance", min_balance)?;
-    let (low_balance_threshold, given) = match threshold {
-        Threshold::Keep => (None, false),
-        Threshold::Set(value) => (input::optional_signed_amount("low_balance_threshold", value)?, true),
-    };
-    Spi::connect_mut(|client| {
-        let current = lock(client, account).ok_or_else(|| not_found(account))?;
-        // The floor applies to the whole balance: gathered first, spread after.
-        let (current, figures) = hot::whole(client, account, current, input::now());
-        let figures = Figures { min_balance: min_balance.clone(), ..figures };
-        if !figures.can_pay(&AnyNumeric::from(0)) {
-            // The same rule as the guard trigger: no write may leave less than the floor
-            // after what holds reserve.
-            return Err(CreditsError::insufficient(account, &figures, &AnyNumeric::from(0)));
-        }
-        let _own = OwnWrite::begin(account);
-        SET_LIMITS.first_row(
-            client,
-            &[account.into(), min_balance.into(), low_balance_threshold.into(), given.into()],
-        );
-        hot::spread(client, account, current.slots);
-        Ok(())
-    })
 }
 
 fn replace_metadata(account: Option<&str>, metadata: Option<JsonB>) -> Result<()> {

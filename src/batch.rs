@@ -13,7 +13,7 @@
 
 use crate::decide::Figures;
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::ledger::{Applied, Entry, Movement};
+use crate::movement::{Applied, Entry, Movement};
 use crate::plans::{OwnWrite, Statement, NUMERIC_ARRAY, TEXT, TEXT_ARRAY};
 use crate::{direct, input, notify};
 use pgrx::prelude::*;
@@ -285,7 +285,7 @@ fn decide(
         return Outcome::Failed(CreditsError::AccountNotFound { account: item.account.clone() });
     };
     if account.one_by_one {
-        return match item.entry(reason).apply(client) {
+        return match crate::charge::apply(client, &item.entry(reason)) {
             Ok(Applied::Moved(balance)) => Outcome::Charged(balance),
             Ok(Applied::Replayed(balance)) => Outcome::Replayed(Some(balance)),
             Err(error) => Outcome::Failed(error),
@@ -313,7 +313,7 @@ fn decide(
     }
     // Accounts that hold anything go one by one (above): here held is 0, and decide's rule
     // balance - held - cost >= min_balance is one comparison per item.
-    let after = input::canonical(account.balance.clone() - cost.clone());
+    let after = crate::money::canonical(account.balance.clone() - cost.clone());
     if after < account.min_balance {
         let figures = Figures {
             balance: account.balance.clone(),

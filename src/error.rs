@@ -444,7 +444,7 @@ fn available(balance: &AnyNumeric, held: &AnyNumeric, min_balance: &AnyNumeric) 
 
 /// How much the account is missing: cost - available.
 fn shortfall(balance: &AnyNumeric, held: &AnyNumeric, min_balance: &AnyNumeric, cost: &AnyNumeric) -> AnyNumeric {
-    crate::input::canonical(cost.clone() - available(balance, held, min_balance))
+    crate::money::canonical(cost.clone() - available(balance, held, min_balance))
 }
 
 fn c_string(text: String) -> CString {

@@ -18,7 +18,8 @@
 use crate::accounts::{self, Account};
 use crate::decide::{self, Category};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::input::{self, canonical};
+use crate::input;
+use crate::money::canonical;
 use crate::plans::{OwnWrite, Statement, INT4, INT8, JSONB, NUMERIC, TEXT, TIMESTAMPTZ};
 use crate::pools;
 use pgrx::datetime::TimestampWithTimeZone;

@@ -22,7 +22,8 @@
 
 use crate::decide::Figures;
 use crate::error::{self, CreditsError};
-use crate::input::{self, canonical};
+use crate::input;
+use crate::money::canonical;
 use crate::{notify, pools};
 use crate::plans::{is_direct_write, Statement, NUMERIC, TEXT};
 use pgrx::heap_tuple::PgHeapTuple;

@@ -15,7 +15,8 @@
 use crate::accounts::{self, Account};
 use crate::decide::{self, Hold, HoldRefusal, HoldStatus, Overage};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result, MAX_HOLD_TTL};
-use crate::input::{self, canonical, Amount};
+use crate::input::{self, Amount};
+use crate::money::canonical;
 use crate::plans::{OwnWrite, Statement, INT4, INT8, INT8_ARRAY, JSONB, NUMERIC, NUMERIC_ARRAY, TEXT, TIMESTAMPTZ};
 use crate::pools::{self, GiveBack, Spend};
 use crate::{direct, hot, notify};

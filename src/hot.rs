@@ -36,7 +36,7 @@
 use crate::accounts::{self, Account};
 use crate::decide::Figures;
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::ledger::{Applied, Entry, Movement};
+use crate::movement::{Applied, Entry, Movement};
 use crate::direct::{self, KeyUse, SlotCharge};
 use crate::plans::{OwnWrite, Statement, INT4, INT4_ARRAY, JSONB, NUMERIC, TEXT};
 use crate::{input, notify, pools};
@@ -240,8 +240,9 @@ unsafe extern "C" {
     fn hash_bytes(bytes: *const u8, length: c_int) -> u32;
 }
 
-/// A movement of a hot account with `slots` slots.
-pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Applied> {
+/// A movement of a hot account with `slots` slots; `None`, having written nothing, when
+/// the account is plain again or gone (`charge` routes it again).
+pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Option<Applied>> {
     remember(entry.account, slots);
     if let Some(key) = entry.idempotency_key {
         lock_key(entry.account, key);
@@ -259,15 +260,15 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
             Some(KeyUse::Recorded) | None => {
                 if let Some(balance_after) = entry.replay(client, key)? {
                     return match balance_after {
-                        Some(balance_after) => Ok(Applied::Replayed(balance_after)),
-                        None => accounts::balance_of(client, entry.account).map(Applied::Replayed),
+                        Some(balance_after) => Ok(Some(Applied::Replayed(balance_after))),
+                        None => accounts::balance_of(client, entry.account).map(|balance| Some(Applied::Replayed(balance))),
                     };
                 }
             }
         }
     }
     if entry.amount.is_zero() {
-        return accounts::balance_of(client, entry.account).map(Applied::Moved);
+        return accounts::balance_of(client, entry.account).map(|balance| Some(Applied::Moved(balance)));
     }
     if entry.movement == Movement::Charge {
         let (slot, taken_before) = slot_for(entry.account, slots);
@@ -281,7 +282,7 @@ pub fn apply(client: &SpiClient<'_>, entry: &Entry<'_>, slots: i32) -> Result<Ap
         if let Some((balance, threshold, taken_from)) = taken {
             remember_slot(entry.account, taken_from);
             alert_if_crossed(client, entry, &balance, threshold.as_ref());
-            return Ok(Applied::Moved(balance));
+            return Ok(Some(Applied::Moved(balance)));
         }
     }
     apply_gathered(client, entry)
@@ -350,25 +351,25 @@ fn in_subtransaction<'a>(
 /// anything else is decided on the exact total, every slot gathered, as a plain account
 /// would decide it. Not waiting is what keeps two transactions that each took from a slot
 /// from deadlocking when both have to gather, unless the money of their slots is needed.
-fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<Applied> {
+fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<Option<Applied>> {
     let Some(account) = accounts::lock(client, entry.account) else {
-        // Gone since this backend saw it hot: start over without the hint (a recharge
+        // Gone since this backend saw it hot: routed again without the hint (a recharge
         // opens the account again).
         remember(entry.account, 0);
-        return entry.apply(client);
+        return Ok(None);
     };
     let (account, _) = pools::settled(client, entry.account, account, input::now());
     remember(entry.account, account.slots);
     if account.slots == 0 {
         // Gathered back into a plain account since we looked.
-        return entry.apply_locked(client);
+        return Ok(None);
     }
     let all = if entry.movement == Movement::Charge {
         let free = gather_slots(client, entry.account, &GATHER_FREE);
         if free.slots.len() == account.slots as usize {
             free
         } else if entry.check(&Account { balance: free.balance.clone(), ..account.clone() }).is_ok() {
-            return Ok(apply_to_part(client, entry, &free.slots, account.low_balance_threshold.as_ref()));
+            return Ok(Some(apply_to_part(client, entry, &free.slots, account.low_balance_threshold.as_ref())));
         } else {
             gather_slots(client, entry.account, &GATHER)
         }
@@ -376,7 +377,7 @@ fn apply_gathered(client: &SpiClient<'_>, entry: &Entry<'_>) -> Result<Applied> 
         gather_slots(client, entry.account, &GATHER)
     };
     let whole = Account { balance: all.balance, ..account };
-    let result = entry.check(&whole).map(|()| Applied::Moved(entry.apply_to_locked_balance(client)));
+    let result = entry.check(&whole).map(|()| Some(Applied::Moved(entry.apply_to_locked_balance(client))));
     spread_over(client, entry.account, &all.slots);
     result
 }
@@ -389,7 +390,7 @@ fn apply_to_part(client: &SpiClient<'_>, entry: &Entry<'_>, held: &[i32], thresh
     let others: AnyNumeric = OTHER_SLOTS
         .first_value(client, &[entry.account.into(), held.to_vec().into()])
         .expect("a sum");
-    let balance = input::canonical(row_after + others);
+    let balance = crate::money::canonical(row_after + others);
     alert_if_crossed(client, entry, &balance, threshold);
     Applied::Moved(balance)
 }

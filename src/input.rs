@@ -5,20 +5,14 @@
 //! client language can hold them in a decimal type; text limits keep one account's rows
 //! small enough that an oversized value cannot be used to bloat the ledger.
 //!
-//! Every amount pg_credits stores or returns is in one canonical form, [`canonical`]: the
-//! same value always reads the same (`97`, never `97.0` or `97.000000000000000000`), and
-//! its scale never exceeds the 18 places the limits allow.
+//! Every amount pg_credits stores or returns is in one canonical form (`money::canonical`),
+//! and its scale never exceeds the 18 places the limits allow.
 
-use crate::decide::{Money, Time};
+use crate::decide::Time;
+use crate::money::canonical;
 use crate::error::{BadInput, CreditsError, Result};
 use pgrx::datetime::TimestampWithTimeZone;
-use pgrx::{AnyNumeric, IntoDatum, JsonB};
-
-impl Money for AnyNumeric {
-    fn zero() -> Self {
-        AnyNumeric::from(0)
-    }
-}
+use pgrx::{AnyNumeric, JsonB};
 
 /// The time decisions are made at: `clock_timestamp()`, not the transaction's start, so
 /// that what expires stops counting at once, whenever the transaction began.
@@ -91,15 +85,6 @@ pub fn signed_amount(field: &'static str, value: Option<AnyNumeric>) -> Result<A
     let amount = canonical(required(field, value)?);
     check_decimal(field, &amount.to_string())?;
     Ok(amount)
-}
-
-/// The canonical form of an amount: without trailing zeros after the point (what SQL's
-/// `pg_catalog.trim_scale` gives, which the SQL statements use for the same purpose).
-/// NaN and the infinities come back as they are, for the checks to refuse.
-pub fn canonical(value: AnyNumeric) -> AnyNumeric {
-    // SAFETY: numeric_trim_scale takes one numeric and returns a new one.
-    unsafe { pgrx::direct_function_call(pgrx::pg_sys::numeric_trim_scale, &[value.into_datum()]) }
-        .expect("trim_scale of a numeric is a numeric")
 }
 
 pub fn optional_signed_amount(

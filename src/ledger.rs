@@ -1,4 +1,4 @@
-//! The money path: `credits.charge` and `credits.recharge`.
+//! The SQL writer of a movement of a plain account (`charge` routes movements here).
 //!
 //! A movement is one prepared statement that updates the account row (taking its row
 //! lock, and for a charge only if the floor allows it) and appends the ledger entry from
@@ -16,98 +16,25 @@
 //! refuses them (`slots = 0`), so a plain charge stays one statement.
 
 use crate::accounts::{self, Account};
-use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::input::canonical;
+use crate::error::{BadInput, CreditsError, Result};
+use crate::money::canonical;
 use crate::plans::{OwnWrite, Statement, JSONB, NUMERIC, TEXT};
-use crate::{direct, hot, input, notify, pools};
-use pgrx::prelude::*;
+use crate::movement::{Applied, Entry, Movement};
+use crate::{input, notify, pools};
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
 
-/// Takes `cost` from the account and returns the balance after; raises PT402 if the
-/// account cannot pay without going below its `min_balance`.
-///
-/// No `SET search_path` on this function or on `recharge`: every statement they run pins
-/// the search path itself (see `plans`), at a fraction of the cost.
-#[pg_extern(security_definer, volatile, parallel_unsafe)]
-fn charge(
-    account: Option<&str>,
-    cost: Option<AnyNumeric>,
-    reason: default!(Option<&str>, "NULL"),
-    idempotency_key: default!(Option<&str>, "NULL"),
-    metadata: default!(Option<JsonB>, "NULL"),
-) -> AnyNumeric {
-    unwrap_or_raise(movement(
-        Movement::Charge,
-        account,
-        cost,
-        reason,
-        idempotency_key,
-        metadata,
-    ))
+fn statement(movement: Movement) -> &'static Statement {
+    match movement {
+        Movement::Charge => &APPLY_CHARGE,
+        Movement::Recharge => &APPLY_RECHARGE,
+    }
 }
 
-/// Adds `amount` to the account, creating it if it does not exist yet; returns the
-/// balance after.
-#[pg_extern(security_definer, volatile, parallel_unsafe)]
-fn recharge(
-    account: Option<&str>,
-    amount: Option<AnyNumeric>,
-    reason: default!(Option<&str>, "NULL"),
-    idempotency_key: default!(Option<&str>, "NULL"),
-    metadata: default!(Option<JsonB>, "NULL"),
-) -> AnyNumeric {
-    unwrap_or_raise(movement(
-        Movement::Recharge,
-        account,
-        amount,
-        reason,
-        idempotency_key,
-        metadata,
-    ))
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Movement {
-    Charge,
-    Recharge,
-}
-
-impl Movement {
-    pub fn kind(self) -> &'static str {
-        match self {
-            Movement::Charge => "charge",
-            Movement::Recharge => "recharge",
-        }
-    }
-
-    fn field(self) -> &'static str {
-        match self {
-            Movement::Charge => "cost",
-            Movement::Recharge => "amount",
-        }
-    }
-
-    fn statement(self) -> &'static Statement {
-        match self {
-            Movement::Charge => &APPLY_CHARGE,
-            Movement::Recharge => &APPLY_RECHARGE,
-        }
-    }
-
-    fn locked_statement(self) -> &'static Statement {
-        match self {
-            Movement::Charge => &APPLY_CHARGE_LOCKED,
-            Movement::Recharge => &APPLY_RECHARGE_LOCKED,
-        }
-    }
-
-    /// The signed ledger amount this movement of `amount` records.
-    pub fn ledger_amount(self, amount: &AnyNumeric) -> AnyNumeric {
-        match self {
-            Movement::Charge => -amount.clone(),
-            Movement::Recharge => amount.clone(),
-        }
+fn locked_statement(movement: Movement) -> &'static Statement {
+    match movement {
+        Movement::Charge => &APPLY_CHARGE_LOCKED,
+        Movement::Recharge => &APPLY_RECHARGE_LOCKED,
     }
 }
 
@@ -189,128 +116,43 @@ static APPLY_CHARGE_TO_PART: Statement = Statement {
     generic: false,
 };
 
-fn movement(
-    movement: Movement,
-    account: Option<&str>,
-    amount: Option<AnyNumeric>,
-    reason: Option<&str>,
-    idempotency_key: Option<&str>,
-    metadata: Option<JsonB>,
-) -> Result<AnyNumeric> {
-    let account = input::account(account)?;
-    let amount = input::amount(movement.field(), amount)?;
-    let reason = input::reason(reason)?;
-    let idempotency_key = input::idempotency_key(idempotency_key)?;
-    let metadata = input::metadata(metadata)?;
-    let entry = Entry { movement, account, amount, reason, idempotency_key, metadata };
-    if let Some(balance_after) = entry.apply_directly() {
-        return Ok(balance_after);
-    }
-    Spi::connect_mut(|client| entry.apply(client)).map(Applied::balance)
-}
-
-/// What a movement did: moved the money, or found that its idempotency key already had.
-/// Either way, the balance after it.
-pub enum Applied {
-    Moved(AnyNumeric),
-    Replayed(AnyNumeric),
-}
-
-impl Applied {
-    pub fn balance(self) -> AnyNumeric {
-        match self {
-            Applied::Moved(balance) | Applied::Replayed(balance) => balance,
-        }
-    }
-}
-
-/// One movement of one account, validated.
-pub struct Entry<'a> {
-    pub movement: Movement,
-    pub account: &'a str,
-    pub amount: input::Amount,
-    pub reason: Option<&'a str>,
-    pub idempotency_key: Option<&'a str>,
-    pub metadata: Option<JsonB>,
-}
-
 impl Entry<'_> {
-    /// The direct path (see `direct`), taken outside any SPI connection because it needs
-    /// none; `None` when it does not apply or stepped aside, having written nothing.
-    fn apply_directly(&self) -> Option<AnyNumeric> {
-        let eligible =
-            self.movement == Movement::Charge && !self.amount.is_zero() && hot::known_slots(self.account).is_none();
-        if !eligible {
-            return None;
-        }
-        let charged = direct::charge(self)?;
-        if let Some(threshold) = &charged.crossed_threshold {
-            Spi::connect_mut(|client| notify::low_balance(client, self.account, &charged.balance, threshold));
-        }
-        Some(charged.balance)
-    }
-
-    pub fn apply(&self, client: &SpiClient<'_>) -> Result<Applied> {
-        if let Some(slots) = hot::known_slots(self.account) {
-            return hot::apply(client, self, slots);
-        }
-        if pools::known_to_have_grants(self.account) {
-            return self.apply_locked(client);
-        }
-        if self.idempotency_key.is_none() && !self.amount.is_zero() {
-            if let Some(balance_after) = self.try_apply(client, self.movement.statement()) {
-                return Ok(Applied::Moved(balance_after));
-            }
-        }
-        // The fast path wrote nothing: there is a key, nothing to move, the account is
-        // missing or hot, a charge could not be paid, or a recharge would overflow.
-        match accounts::slots(client, self.account) {
-            Some(slots) if slots > 0 => hot::apply(client, self, slots),
-            Some(_) => self.apply_locked(client),
-            None if self.movement == Movement::Charge => Err(self.not_found()),
-            None => {
-                accounts::open_empty(client, self.account);
-                self.apply_locked(client)
-            }
-        }
-    }
-
     /// The slow path of a plain account: lock it so the figures we act on cannot move,
     /// write what has lapsed, and decide on what is left.
-    pub fn apply_locked(&self, client: &SpiClient<'_>) -> Result<Applied> {
+    /// `None`, having written nothing, when the account was made hot since the caller
+    /// looked: `charge` routes it again.
+    pub fn apply_locked(&self, client: &SpiClient<'_>) -> Result<Option<Applied>> {
         let account = accounts::lock(client, self.account).ok_or_else(|| self.not_found())?;
         if account.slots > 0 {
-            // Made hot since we looked.
-            return hot::apply(client, self, account.slots);
+            return Ok(None);
         }
         let now = input::now();
         let (account, figures) = pools::settled(client, self.account, account, now);
         if let Some(key) = self.idempotency_key {
             if let Some(balance_after) = self.replay(client, key)? {
-                return Ok(Applied::Replayed(balance_after.unwrap_or(figures.balance)));
+                return Ok(Some(Applied::Replayed(balance_after.unwrap_or(figures.balance))));
             }
         }
         if self.amount.is_zero() {
             // Moves nothing and writes nothing; a recharge still opened the account.
-            return Ok(Applied::Moved(figures.balance));
+            return Ok(Some(Applied::Moved(figures.balance)));
         }
         if !account.has_grants {
             self.check(&account)?;
-            return Ok(Applied::Moved(
-                self.try_apply(client, self.movement.statement())
-                    .expect("a locked account that accepts the movement"),
-            ));
+            return Ok(Some(Applied::Moved(
+                self.try_apply(client, statement(self.movement)).expect("a locked account that accepts the movement"),
+            )));
         }
         match self.movement {
             Movement::Charge => {
                 let balance = pools::charge(client, &self.spend(), &account, &figures, &self.amount.value, now)?;
-                Ok(Applied::Moved(canonical(balance - (account.balance - figures.balance))))
+                Ok(Some(Applied::Moved(canonical(balance - (account.balance - figures.balance)))))
             }
             Movement::Recharge => {
                 self.check(&account)?;
                 pools::adjust_own_balance(client, self.account, &self.amount.value);
                 let balance = self.apply_to_locked_balance(client);
-                Ok(Applied::Moved(canonical(balance - (account.balance - figures.balance))))
+                Ok(Some(Applied::Moved(canonical(balance - (account.balance - figures.balance)))))
             }
         }
     }
@@ -343,9 +185,15 @@ impl Entry<'_> {
         }
     }
 
+    /// The fast statement: a plain account (no slots, no grants) that accepts the
+    /// movement, without a lock taken first; `None` when it wrote nothing.
+    pub fn apply_unlocked(&self, client: &SpiClient<'_>) -> Option<AnyNumeric> {
+        self.try_apply(client, statement(self.movement))
+    }
+
     /// Moves the locked, checked account's own balance (see APPLY_CHARGE_LOCKED).
     pub fn apply_to_locked_balance(&self, client: &SpiClient<'_>) -> AnyNumeric {
-        self.try_apply(client, self.movement.locked_statement())
+        self.try_apply(client, locked_statement(self.movement))
             .expect("a locked account that accepts the movement")
     }
 
@@ -374,10 +222,6 @@ impl Entry<'_> {
             self.idempotency_key.into(),
             self.metadata.as_ref().map(|m| JsonB(m.0.clone())).into(),
         ]
-    }
-
-    pub fn not_found(&self) -> CreditsError {
-        CreditsError::AccountNotFound { account: self.account.to_owned() }
     }
 
     /// When this key already recorded the same movement, its balance_after (which is

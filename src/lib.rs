@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 
 mod accounts;
 mod batch;
+mod charge;
 mod compat;
 mod decide;
 mod direct;
@@ -23,6 +24,9 @@ mod holds;
 mod hot;
 mod input;
 mod ledger;
+mod limits;
+mod money;
+mod movement;
 mod notify;
 mod plans;
 mod pools;

@@ -16,8 +16,9 @@
 
 use super::{equal_key, json_number, insert_index_entry, scan, text_key, Charged, NewEntry, Tables, Update, ACCOUNT_COLUMNS, GRANT_COLUMNS};
 use crate::decide::{self, Category, Draw, Figures, Money, Pool, Time};
-use crate::input::{self, canonical};
-use crate::ledger::Entry;
+use crate::input;
+use crate::money::canonical;
+use crate::movement::Entry;
 use pgrx::datetime::TimestampWithTimeZone;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::{AnyNumeric, FromDatum, IntoDatum};

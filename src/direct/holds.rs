@@ -18,7 +18,8 @@
 use super::{equal_key, json_number, insert_index_entry, scan, text_key, with_tables, Also, NewEntry, Tables, Update};
 use super::{ACCOUNT_COLUMNS, HOLD_COLUMNS};
 use crate::decide::{Figures, Hold, HoldStatus, Overage, Time};
-use crate::input::{self, canonical};
+use crate::input;
+use crate::money::canonical;
 use crate::pools::{self, Placed, Spend};
 use pgrx::datetime::TimestampWithTimeZone;
 use pgrx::pg_sys::{self, Datum};

@@ -36,8 +36,8 @@
 
 use crate::compat;
 use crate::decide::Figures;
-use crate::input::canonical;
-use crate::ledger::Entry;
+use crate::money::canonical;
+use crate::movement::Entry;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::{AnyNumeric, FromDatum, IntoDatum, JsonB};
 use std::cell::Cell;
@@ -641,7 +641,7 @@ impl Tables {
         if candidates.is_empty() {
             return SlotCharge::CannotPay;
         }
-        candidates.sort_by_key(|(slot, ..)| (slot - preferred).rem_euclid(crate::hot::MAX_SLOTS));
+        candidates.sort_by_key(|(slot, ..)| (*slot < preferred, *slot));
         let balance = canonical(
             all.iter().fold(row_balance, |total, (_, _, available)| total + available.clone()) - cost.clone(),
         );
