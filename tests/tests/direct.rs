@@ -134,13 +134,21 @@ fn charges_within_one_statement_and_one_transaction_see_each_other() {
 /// amcheck over every index of pg_credits' tables: the structure, and that each heap row
 /// has its entry (heapallindexed).
 fn check_indexes(client: &mut postgres::Client) {
-    for index in [
-        "credits.accounts_pkey",
-        "credits.ledger_pkey",
-        "credits.ledger_idempotency_key",
-        "credits.ledger_account_created_at",
-        "credits.account_slots_pkey",
-    ] {
+    check(
+        client,
+        &[
+            "credits.accounts_pkey",
+            "credits.ledger_pkey",
+            "credits.ledger_idempotency_key",
+            "credits.ledger_account_created_at",
+            "credits.account_slots_pkey",
+        ],
+    );
+}
+
+/// amcheck: every row of the table is in the index, and the index is well formed.
+fn check(client: &mut postgres::Client, indexes: &[&str]) {
+    for index in indexes {
         client
             .execute(&format!("SELECT bt_index_parent_check('{index}', heapallindexed => true)"), &[])
             .unwrap_or_else(|e| panic!("{index}: {e}"));
@@ -494,22 +502,21 @@ fn holds_captures_and_grant_charges_write_what_the_sql_writer_writes() {
         assert!(kept_plans(&mut sql, statement) > 0, "{statement}");
     }
     assert_eq!(holds_and_grants_rows(&mut direct), holds_and_grants_rows(&mut sql));
-    for index in [
-        "credits.holds_pkey",
-        "credits.holds_id",
-        "credits.holds_expiry",
-        "credits.holds_due",
-        "credits.account_grants_pkey",
-        "credits.account_grants_burn_order",
-        "credits.account_grants_expiry",
-        "credits.account_grants_effective",
-        "credits.account_grants_due",
-        "credits.account_grants_id",
-    ] {
-        direct
-            .execute(&format!("SELECT bt_index_parent_check('{index}', heapallindexed => true)"), &[])
-            .unwrap_or_else(|e| panic!("{index}: {e}"));
-    }
+    check(
+        &mut direct,
+        &[
+            "credits.holds_pkey",
+            "credits.holds_id",
+            "credits.holds_expiry",
+            "credits.holds_due",
+            "credits.account_grants_pkey",
+            "credits.account_grants_burn_order",
+            "credits.account_grants_expiry",
+            "credits.account_grants_effective",
+            "credits.account_grants_due",
+            "credits.account_grants_id",
+        ],
+    );
     check_indexes(&mut direct);
     for client in [&mut direct, &mut sql] {
         assert_ledger_invariant(client);
