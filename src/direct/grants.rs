@@ -131,14 +131,13 @@ impl Tables {
         if self.anything_due_or_pending(snapshot, account, clock) {
             return None;
         }
-        let pools = self.pools_in_burn_order(snapshot, account, cost, clock);
-        let plain: Vec<Pool<AnyNumeric>> = pools.iter().map(|(pool, _)| pool.clone()).collect();
-        let draws = decide::draw(&figures, cost, &plain, clock).ok()?;
+        let (pools, versions) = self.pools_in_burn_order(snapshot, account, cost, clock);
+        let draws = decide::draw(&figures, cost, &pools, clock).ok()?;
         let versions = draws
             .into_iter()
             .map(|draw| {
-                let version = pools.iter().find(|(pool, _)| pool.id == draw.pool).expect("a pool it was given").1;
-                (draw, version)
+                let at = pools.iter().position(|pool| pool.id == draw.pool).expect("a pool it was given");
+                (draw, versions[at])
             })
             .collect();
         Some((version, new_row, figures.balance, versions))
@@ -170,14 +169,15 @@ impl Tables {
     }
 
     /// The open pools with money in burn order until they cover `cost` (all of them when
-    /// they cannot), and the own balance wherever it stands: as `pools::pools` reads them.
+    /// they cannot), and the own balance wherever it stands: as `pools::pools` reads them;
+    /// with the version of each, in the same order.
     unsafe fn pools_in_burn_order(
         &self,
         snapshot: pg_sys::Snapshot,
         account: Datum,
         cost: &AnyNumeric,
         clock: Time,
-    ) -> Vec<(Pool<AnyNumeric>, pg_sys::ItemPointerData)> {
+    ) -> (Vec<Pool<AnyNumeric>>, Vec<pg_sys::ItemPointerData>) {
         let grants = self.grants.as_ref().expect("opened for a charge with grants");
         let mut prefix: Vec<Pool<AnyNumeric>> = Vec::new();
         let mut versions = Vec::new();
@@ -195,8 +195,7 @@ impl Tables {
             }
             !decide::covers(cost, &prefix, clock)
         });
-        let mut pools: Vec<_> = prefix.into_iter().zip(versions).collect();
-        if !pools.iter().any(|(pool, _)| pool.id == decide::OWN_BALANCE) {
+        if !prefix.iter().any(|pool| pool.id == decide::OWN_BALANCE) {
             let own_balance = own.or_else(|| {
                 let mut found = None;
                 let own_id = decide::OWN_BALANCE.into_datum().expect("an integer");
@@ -208,9 +207,12 @@ impl Tables {
                 });
                 found
             });
-            pools.extend(own_balance);
+            if let Some((pool, version)) = own_balance {
+                prefix.push(pool);
+                versions.push(version);
+            }
         }
-        pools
+        (prefix, versions)
     }
 
     /// Writes a draw from a pool whose version the account's lock keeps the latest; a
