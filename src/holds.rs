@@ -9,8 +9,11 @@
 //! next writer or by `expire_holds`. A hold resolves once: a second capture or release is
 //! PT409 (a replay by idempotency key excepted), one after expiry PT410.
 //!
-//! Hot accounts: a hold gathers the slots under the account lock and leaves the held
-//! money on the account row, outside the slots; a capture takes it from there.
+//! Hot accounts: a hold is decided on the locked account row, with money the row has or
+//! moves to it from one slot no other transaction is charging (the slots are gathered
+//! only when no single one has it); the held money stays on the row, so a capture takes
+//! it from there without touching a slot. Their entries have no `balance_after` while
+//! the slots hold money, as a slot charge's has none.
 
 use crate::accounts::{self, Account};
 use crate::decide::{self, Hold, HoldRefusal, HoldStatus, Overage};
@@ -145,10 +148,7 @@ fn place(
     }
     Spi::connect_mut(|client| {
         let row = accounts::lock(client, account).ok_or_else(|| not_found(account))?;
-        let slots = row.slots;
-        let result = place_locked(client, &spend, row, &amount.value, expires_at, now);
-        hot::spread(client, account, slots);
-        result
+        place_locked(client, &spend, row, &amount.value, expires_at, now)
     })
 }
 
@@ -161,7 +161,6 @@ fn place_locked(
     now: decide::Time,
 ) -> Result<Placed> {
     let account = spend.account;
-    let (row, figures) = hot::whole(client, account, row, now);
     if let Some(key) = spend.idempotency_key {
         if let Some(original) = pools::keyed(client, account, key) {
             original.same(account, key, "hold", amount.clone())?;
@@ -174,7 +173,11 @@ fn place_locked(
             ));
         }
     }
-    Ok(placed_row(amount, pools::hold(client, spend, &row, &figures, amount, expires_at, now)?))
+    let (row, figures) = pools::settled(client, account, row, now);
+    let (row, figures, share) = hot::for_hold(client, account, row, figures, amount, now);
+    let placed = pools::hold(client, spend, &row, &figures, amount, expires_at, now, &share.outside());
+    share.written(client, account, row.slots);
+    Ok(placed_row(amount, placed?))
 }
 
 fn placed_row(amount: &AnyNumeric, placed: pools::Placed) -> Placed {
@@ -221,11 +224,8 @@ fn settle(
     Spi::connect_mut(|client| {
         let (account, row) = accounts::lock_holding(client, hold_id).ok_or(CreditsError::HoldNotFound { hold_id })?;
         let account = account.as_str();
-        let slots = row.slots;
         let spend = Spend { account, reason, idempotency_key, metadata: metadata.as_ref(), hold_id: Some(hold_id) };
-        let result = settle_locked(client, &spend, row, amount.as_ref(), last, overage, now);
-        hot::spread(client, account, slots);
-        result
+        settle_locked(client, &spend, row, amount.as_ref(), last, overage, now)
     })
 }
 
@@ -240,7 +240,7 @@ fn settle_locked(
 ) -> Result<Resolved> {
     let account = spend.account;
     let hold_id = spend.hold_id.expect("a capture names its hold");
-    let (row, figures) = hot::whole(client, account, row, now);
+    let (row, figures) = pools::settled(client, account, row, now);
     let releasing = amount.is_some_and(Amount::is_zero) && last;
     let kind = if releasing { "release" } else { "capture" };
     if let Some(key) = spend.idempotency_key {
@@ -273,24 +273,49 @@ fn settle_locked(
     let decided = hold
         .capture(amount.map(|amount| &amount.value), last, overage, now)
         .map_err(|refusal| refused(hold_id, refusal, amount.map(|amount| &amount.value)))?;
+    let (row, figures, share) = hot::for_capture(client, account, row, figures, &decided.excess, now);
+    let result = write_capture(client, spend, &row, &figures, &share, decided, releasing, now);
+    share.written(client, account, row.slots);
+    result
+}
+
+/// Writes a decided capture (or release) of the locked account `row`, whose `share` of
+/// the balance it holds, and returns its outcome.
+#[allow(clippy::too_many_arguments)]
+fn write_capture(
+    client: &SpiClient<'_>,
+    spend: &Spend<'_>,
+    row: &Account,
+    figures: &decide::Figures<AnyNumeric>,
+    share: &hot::RowShare,
+    decided: decide::Captured<AnyNumeric>,
+    releasing: bool,
+    now: decide::Time,
+) -> Result<Resolved> {
+    let account = spend.account;
+    let hold_id = spend.hold_id.expect("a capture names its hold");
+    let kind = if releasing { "release" } else { "capture" };
     if decided.excess > AnyNumeric::from(0) {
         let excess_spend = Spend { idempotency_key: None, ..*spend };
-        pools::charge(client, &excess_spend, &row, &figures, &decided.excess, now)?;
+        pools::charge(client, &excess_spend, row, figures, &decided.excess, now)?;
     }
     let captured = canonical(decided.captured());
     let released = canonical(decided.released_total());
     let pending = canonical(row.balance.clone() - figures.balance.clone());
-    // A release's entry is the give-back's, with the key; a capture's are its own.
-    let release_key = releasing.then(|| pools::ReleaseKey {
-        key: spend.idempotency_key,
-        reason: spend.reason,
-        outcome: serde_json::json!({
-            "amount": 0, "hold_id": hold_id, "captured": 0, "released": serde_json::Value::Number(released.to_string().parse().expect("a decimal")), "status": decided.status.name(),
-        }),
-        pending: pending.clone(),
-    });
-    if !decided.released.is_empty() {
-        pools::give_back(client, account, hold_id, &decided.released, GiveBack::Release, release_key);
+    // A release's entry is the give-back's, with the key; a capture's are its own, the
+    // first also releasing the rest of a final capture.
+    if releasing {
+        let keyed = pools::ReleaseKey {
+            key: spend.idempotency_key,
+            reason: spend.reason,
+            outcome: serde_json::json!({
+                "amount": 0, "hold_id": hold_id, "captured": 0, "released": crate::direct::json_number(&released), "status": decided.status.name(),
+            }),
+            pending: canonical(pending.clone() - share.outside()),
+        };
+        pools::give_back(client, account, hold_id, &decided.released, GiveBack::Release(keyed));
+    } else if !decided.released.is_empty() {
+        pools::give_back(client, account, hold_id, &decided.released, GiveBack::RestOfCapture);
     }
     let (still_pools, still_parts) = pools::columns(&decided.still_held);
     let (taken_pools, taken_parts) = pools::columns(&decided.taken);
@@ -314,6 +339,7 @@ fn settle_locked(
                 spend.idempotency_key.into(),
                 spend.metadata.map(|m| JsonB(m.0.clone())).into(),
                 pending.clone().into(),
+                share.outside().into(),
             ],
         )
         .expect("the locked hold");
@@ -435,12 +461,14 @@ static EXTEND: Statement = Statement {
 
 /// The capture of a locked hold: $3/$4 the parts taken (in burn order), $5/$6 what this
 /// call captured and released in all, $7 the hold's status after, $8/$9 what it still
-/// reserves, $10 now, $11 the entry kind. One entry per part taken (one of 0 when none),
-/// the key and the outcome on the first (none for a release: its give-back entry has
-/// them); written after the release and the excess, so the outcome's balance is the
+/// reserves, $10 now, $11 the entry kind, $12-$14 reason, key and metadata, $15 grants
+/// not in effect yet, $16 what a hot account's slots hold outside the row. A capture
+/// writes one entry per part taken (one of 0 when none), the key, the outcome and the
+/// release of the rest on the first; a release writes none here (its give-back entry is
+/// its own). Written after the give-back and the excess, so the outcome's balance is the
 /// final one.
 static RESOLVE: Statement = Statement {
-    sql: "WITH d AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($3::bigint[]), pg_catalog.unnest($4::numeric[])) WITH ORDINALITY AS d(pool, amount, n)),
+    sql: concat!("WITH d AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($3::bigint[]), pg_catalog.unnest($4::numeric[])) WITH ORDINALITY AS d(pool, amount, n)),
           parts AS (SELECT pool, amount, n FROM d
                     UNION ALL SELECT NULL, 0, 1 WHERE pg_catalog.cardinality($3) = 0 AND $11 = 'capture'),
           taken AS (
@@ -456,8 +484,9 @@ static RESOLVE: Statement = Statement {
                                             held = pg_catalog.trim_scale(a.held - total.amount),
                                             updated_at = pg_catalog.now()
                 FROM total WHERE a.account = $1
-           RETURNING a.balance,
-                     CASE WHEN a.balance < a.low_balance_threshold AND a.balance + total.amount >= a.low_balance_threshold
+           RETURNING a.balance + $16 AS balance, ", row_is_whole!(), " AS whole,
+                     CASE WHEN a.balance + $16 < a.low_balance_threshold
+                           AND a.balance + $16 + total.amount >= a.low_balance_threshold
                           THEN a.low_balance_threshold END AS crossed),
           resolved AS (
               UPDATE credits.holds h SET captured = pg_catalog.trim_scale(h.captured + $5),
@@ -469,15 +498,16 @@ static RESOLVE: Statement = Statement {
               INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, metadata,
                                           grant_id, hold_id, held_amount, outcome)
               SELECT $1, -p.amount,
-                     pg_catalog.trim_scale(moved.balance + coalesce(pg_catalog.sum(p.amount)
-                         OVER (ORDER BY p.n ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0)),
-                     $11, $12, CASE WHEN p.n = 1 THEN $13 END, $14, NULLIF(p.pool, 0), $2, -p.amount,
+                     CASE WHEN moved.whole THEN pg_catalog.trim_scale(moved.balance + coalesce(pg_catalog.sum(p.amount)
+                         OVER (ORDER BY p.n ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0)) END,
+                     $11, $12, CASE WHEN p.n = 1 THEN $13 END, $14, NULLIF(p.pool, 0), $2,
+                     pg_catalog.trim_scale(-p.amount - CASE WHEN p.n = 1 THEN $6 ELSE 0 END),
                      CASE WHEN p.n = 1 THEN pg_catalog.jsonb_build_object(
                          'amount', -$5, 'hold_id', $2, 'captured', $5, 'released', $6, 'status', $7,
                          'balance', pg_catalog.trim_scale(moved.balance - $15)) END
                 FROM parts p, moved ORDER BY p.n)
-          SELECT balance, crossed FROM moved",
+          SELECT balance, crossed FROM moved"),
     args: &[TEXT, INT8, INT8_ARRAY, NUMERIC_ARRAY, NUMERIC, NUMERIC, TEXT, INT8_ARRAY, NUMERIC_ARRAY, TIMESTAMPTZ, TEXT, TEXT, TEXT,
-            JSONB, NUMERIC],
+            JSONB, NUMERIC, NUMERIC],
     generic: true,
 };

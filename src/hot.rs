@@ -186,6 +186,25 @@ static SPREAD: Statement = Statement {
     generic: false,
 };
 
+/// Moves $2 of the first slot from $3 on (wrapping around) that has it and that no other
+/// transaction is charging to the locked account row; returns the slot.
+static RESERVE_FROM_SLOT: Statement = Statement {
+    sql: "WITH chosen AS (
+              SELECT slot FROM credits.account_slots
+               WHERE account = $1 AND available >= $2
+               ORDER BY slot < $3, slot LIMIT 1 FOR UPDATE SKIP LOCKED),
+          taken AS (
+              UPDATE credits.account_slots s SET available = pg_catalog.trim_scale(s.available - $2)
+                FROM chosen WHERE s.account = $1 AND s.slot = chosen.slot
+             RETURNING s.slot),
+          moved AS (
+              UPDATE credits.accounts a SET balance = pg_catalog.trim_scale(a.balance + $2)
+                FROM taken WHERE a.account = $1)
+          SELECT slot FROM taken",
+    args: &[TEXT, NUMERIC, INT4],
+    generic: false,
+};
+
 /// What the slots other than $2 hold, as of this statement's snapshot.
 static OTHER_SLOTS: Statement = Statement {
     sql: "SELECT coalesce(sum(available), 0) FROM credits.account_slots WHERE account = $1 AND slot <> ALL ($2)",
@@ -459,6 +478,102 @@ pub fn whole(client: &SpiClient<'_>, account: &str, mut row: Account, now: crate
         row.balance = gather(client, account);
     }
     pools::settled(client, account, row, now)
+}
+
+/// What of a locked account's balance its row holds, for a hold or capture decided on the
+/// row alone.
+pub enum RowShare {
+    /// All of it: a plain account.
+    All,
+    /// All of it, the slots gathered into it: spread them again once written.
+    Gathered,
+    /// Its part; `outside` is what the slots hold as of this statement's snapshot (they
+    /// only go down while the row is locked: charges take from them, nothing adds).
+    Part { outside: AnyNumeric },
+}
+
+impl RowShare {
+    /// What the slots hold outside the row: what the row's figures lack of the account's.
+    pub fn outside(&self) -> AnyNumeric {
+        match self {
+            RowShare::Part { outside } => outside.clone(),
+            RowShare::All | RowShare::Gathered => AnyNumeric::from(0),
+        }
+    }
+
+    /// Spreads a gathered account over its slots again.
+    pub fn written(&self, client: &SpiClient<'_>, account: &str, slots: i32) {
+        if let RowShare::Gathered = self {
+            spread(client, account, slots);
+        }
+    }
+}
+
+/// The locked, settled account ready for a hold of `amount` decided on its row: a hot
+/// account's row pays it with the money released to it, or with `amount` moved to it from
+/// one slot no other transaction is charging; only when no single slot has it are the
+/// slots gathered (waiting for the busy ones) and the hold decided on the whole. Held
+/// money stays on the row (spreading leaves it there), so its capture needs no slot.
+pub fn for_hold(
+    client: &SpiClient<'_>,
+    account: &str,
+    row: Account,
+    figures: Figures<AnyNumeric>,
+    amount: &AnyNumeric,
+    now: crate::decide::Time,
+) -> (Account, Figures<AnyNumeric>, RowShare) {
+    if row.slots == 0 {
+        return (row, figures, RowShare::All);
+    }
+    if figures.can_pay(amount) {
+        return (row, figures, part(client, account));
+    }
+    let (slot, _) = slot_for(account, row.slots);
+    let moved: Option<i32> = {
+        let _own = OwnWrite::begin(account);
+        RESERVE_FROM_SLOT.first_value(client, &[account.into(), amount.clone().into(), slot.into()])
+    };
+    let row = match moved {
+        Some(slot) => {
+            remember_slot(account, slot);
+            // Hot accounts have no grants: the row's figures are its own.
+            let row = Account { balance: crate::money::canonical(row.balance.clone() + amount.clone()), ..row };
+            let figures = row.figures();
+            if figures.can_pay(amount) {
+                return (row, figures, part(client, account));
+            }
+            row
+        }
+        None => row,
+    };
+    let (row, figures) = whole(client, account, row, now);
+    (row, figures, RowShare::Gathered)
+}
+
+/// The locked, settled account ready for a capture that also charges `excess` beyond its
+/// hold: the row as it is (the hold's money is on it), unless a hot account has an excess
+/// to pay, which is decided on the whole, as a charge that gathers is.
+pub fn for_capture(
+    client: &SpiClient<'_>,
+    account: &str,
+    row: Account,
+    figures: Figures<AnyNumeric>,
+    excess: &AnyNumeric,
+    now: crate::decide::Time,
+) -> (Account, Figures<AnyNumeric>, RowShare) {
+    if row.slots == 0 {
+        (row, figures, RowShare::All)
+    } else if *excess <= AnyNumeric::from(0) {
+        (row, figures, part(client, account))
+    } else {
+        let (row, figures) = whole(client, account, row, now);
+        (row, figures, RowShare::Gathered)
+    }
+}
+
+fn part(client: &SpiClient<'_>, account: &str) -> RowShare {
+    let none: Vec<i32> = Vec::new();
+    RowShare::Part { outside: OTHER_SLOTS.first_value(client, &[account.into(), none.into()]).expect("a sum") }
 }
 
 /// Spreads a locked account over its slots again; nothing for a plain account.

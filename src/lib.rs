@@ -11,6 +11,16 @@
 
 use pgrx::prelude::*;
 
+/// SQL: whether the locked account row `a` holds the account's whole balance, as an
+/// entry's `balance_after` needs. A plain account's does; a hot account's only while its
+/// slots are empty, and empty in a snapshot taken under the row lock is empty for certain:
+/// while the row is locked, charges take from the slots and nothing adds to them.
+macro_rules! row_is_whole {
+    () => {
+        "(a.slots = 0 OR NOT EXISTS (SELECT FROM credits.account_slots s WHERE s.account = a.account AND s.available <> 0))"
+    };
+}
+
 mod accounts;
 mod batch;
 mod charge;

@@ -102,7 +102,7 @@ fn settle_lapsed(client: &SpiClient<'_>, account: &str, row: &Account, now: Time
             .collect();
         for (hold_id, pools, parts, expires_at) in due {
             let parts = parts_of(pools, parts);
-            give_back(client, account, hold_id, &parts, GiveBack::Expiry(expires_at), None);
+            give_back(client, account, hold_id, &parts, GiveBack::Expiry(expires_at));
             lapsed = true;
         }
     }
@@ -252,7 +252,9 @@ pub struct Placed {
 }
 
 /// Places a hold of `amount` on the locked account, drawn like a charge, expiring at
-/// `expires_at`; PT402 when the pools cannot cover it.
+/// `expires_at`; PT402 when the pools cannot cover it. `outside`: what the figures lack of
+/// the account's (a hot account's slots, when the hold is decided on its row).
+#[allow(clippy::too_many_arguments)]
 pub fn hold(
     client: &SpiClient<'_>,
     spend: &Spend<'_>,
@@ -261,9 +263,10 @@ pub fn hold(
     amount: &AnyNumeric,
     expires_at: TimestampWithTimeZone,
     now: Time,
+    outside: &AnyNumeric,
 ) -> Result<Placed> {
     let draws = draws(client, spend.account, row, figures, amount, now)?;
-    let available = canonical(figures.available() - amount.clone());
+    let available = canonical(figures.available() - amount.clone() + outside.clone());
     let _own = OwnWrite::begin(spend.account);
     let (pools, amounts) = columns(&draws);
     let row = HOLD
@@ -286,14 +289,18 @@ pub fn hold(
 }
 
 /// Why parts of a hold go back to their pools.
-pub enum GiveBack {
-    Release,
+pub enum GiveBack<'a> {
+    /// A release: its entry has the key and the outcome.
+    Release(ReleaseKey<'a>),
+    /// The rest of a final capture, whose own entry records it: no entry.
+    RestOfCapture,
     /// The hold expired at this time.
     Expiry(TimestampWithTimeZone),
 }
 
 /// The key and reason of a release and the outcome it replays; the outcome gains
-/// `balance`, the balance after less `pending` (grants not in effect).
+/// `balance`, the stored balance after less `pending` (grants not in effect, less a hot
+/// account's slots when the row holds only its part).
 pub struct ReleaseKey<'a> {
     pub key: Option<&'a str>,
     pub reason: Option<&'a str>,
@@ -304,23 +311,16 @@ pub struct ReleaseKey<'a> {
 /// Gives `parts` of hold `hold_id` back to their pools (a part of a closed grant expires
 /// at once) and takes them off the account's held; writes the release or expiry entry,
 /// with the release's key and outcome on it. Returns the balance after.
-pub fn give_back(
-    client: &SpiClient<'_>,
-    account: &str,
-    hold_id: i64,
-    parts: &[Draw<AnyNumeric>],
-    why: GiveBack,
-    keyed: Option<ReleaseKey<'_>>,
-) -> AnyNumeric {
+pub fn give_back(client: &SpiClient<'_>, account: &str, hold_id: i64, parts: &[Draw<AnyNumeric>], why: GiveBack<'_>) -> AnyNumeric {
     let _own = OwnWrite::begin(account);
     let (pools, amounts) = columns(parts);
-    let (kind, at) = match why {
-        GiveBack::Release => ("release", None),
-        GiveBack::Expiry(at) => ("expiry", Some(at)),
-    };
-    let (key, reason, outcome, pending) = match keyed {
-        Some(keyed) => (keyed.key, keyed.reason, Some(JsonB(keyed.outcome)), keyed.pending),
-        None => (None, None, None, AnyNumeric::from(0)),
+    let none = (None, None, None, AnyNumeric::from(0));
+    let (kind, at, (key, reason, outcome, pending)) = match why {
+        GiveBack::Release(keyed) => {
+            (Some("release"), None, (keyed.key, keyed.reason, Some(JsonB(keyed.outcome)), keyed.pending))
+        }
+        GiveBack::RestOfCapture => (None, None, none),
+        GiveBack::Expiry(at) => (Some("expiry"), Some(at), none),
     };
     GIVE_BACK
         .first_value(
@@ -445,7 +445,7 @@ static CHARGE: Statement = Statement {
 
 /// $2/$3 the draws, $4 the amount, $5 the expiry, $9 what is available after.
 static HOLD: Statement = Statement {
-    sql: "WITH d AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::numeric[])) AS d(pool, amount)),
+    sql: concat!("WITH d AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::numeric[])) AS d(pool, amount)),
           drawn AS (
               UPDATE credits.account_grants g SET remaining = pg_catalog.trim_scale(g.remaining - d.amount),
                                                   held = pg_catalog.trim_scale(g.held + d.amount)
@@ -454,25 +454,25 @@ static HOLD: Statement = Statement {
               INSERT INTO credits.holds (account, amount, pools, parts, expires_at, reason, metadata)
               VALUES ($1, $4, $2, $3, $5, $6, $8) RETURNING hold_id, expires_at),
           moved AS (
-              UPDATE credits.accounts SET held = pg_catalog.trim_scale(held + $4), updated_at = pg_catalog.now()
-               WHERE account = $1 RETURNING balance),
+              UPDATE credits.accounts a SET held = pg_catalog.trim_scale(a.held + $4), updated_at = pg_catalog.now()
+               WHERE a.account = $1 RETURNING a.balance, ", row_is_whole!(), " AS whole),
           entry AS (
               INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, metadata,
                                           hold_id, held_amount, outcome)
-              SELECT $1, 0, moved.balance, 'hold', $6, $7, $8, placed.hold_id, $4,
+              SELECT $1, 0, CASE WHEN moved.whole THEN moved.balance END, 'hold', $6, $7, $8, placed.hold_id, $4,
                      pg_catalog.jsonb_build_object('amount', $4, 'hold_id', placed.hold_id,
                                                    'expires_at', placed.expires_at, 'available', $9)
                 FROM placed, moved)
-          SELECT hold_id, expires_at FROM placed",
+          SELECT hold_id, expires_at FROM placed"),
     args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, NUMERIC, TIMESTAMPTZ, TEXT, TEXT, JSONB, NUMERIC],
     generic: true,
 };
 
-/// $2/$3 the parts given back, $4 the entry kind (release, expiry), $5 the hold, $6 the
-/// business time of an expiry (NULL: now), $7/$8 the key and outcome of a release, $9 the
-/// balance not in effect, $10 the release's reason.
+/// $2/$3 the parts given back, $4 the entry kind (release, expiry; NULL: none), $5 the hold, $6 the
+/// business time of an expiry (NULL: now), $7/$8 the key and outcome of a release, $9 its
+/// `pending` (see [`ReleaseKey`]), $10 the release's reason.
 static GIVE_BACK: Statement = Statement {
-    sql: "WITH p AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::numeric[])) AS p(pool, part)),
+    sql: concat!("WITH p AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::numeric[])) AS p(pool, part)),
           returned AS (
               UPDATE credits.account_grants g
                  SET held = pg_catalog.trim_scale(g.held - p.part),
@@ -486,19 +486,19 @@ static GIVE_BACK: Statement = Statement {
                                             balance = pg_catalog.trim_scale(a.balance - lost.amount),
                                             updated_at = pg_catalog.now()
                 FROM total, lost WHERE a.account = $1
-           RETURNING a.balance, total.held),
+           RETURNING a.balance, total.held, ", row_is_whole!(), " AS whole),
           entry AS (
               INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, hold_id,
                                           held_amount, outcome, created_at)
-              SELECT $1, 0, moved.balance + lost.amount, $4, CASE $4 WHEN 'expiry' THEN 'hold expired' ELSE $10 END, $7, $5,
+              SELECT $1, 0, CASE WHEN moved.whole THEN moved.balance + lost.amount END, $4, CASE $4 WHEN 'expiry' THEN 'hold expired' ELSE $10 END, $7, $5,
                      -moved.held, $8 || pg_catalog.jsonb_build_object('balance', pg_catalog.trim_scale(moved.balance - $9)),
                      coalesce($6, pg_catalog.now())
-                FROM moved, lost),
+                FROM moved, lost WHERE $4 IS NOT NULL),
           expired AS (
               INSERT INTO credits.ledger (account, amount, kind, reason, grant_id, hold_id, created_at)
               SELECT $1, -r.part, 'expiry', 'grant expired', r.grant_id, $5, coalesce($6, pg_catalog.now())
                 FROM returned r WHERE r.closed ORDER BY r.grant_id)
-          SELECT balance FROM moved",
+          SELECT balance FROM moved"),
     args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, TEXT, INT8, TIMESTAMPTZ, TEXT, JSONB, NUMERIC, TEXT],
     generic: true,
 };

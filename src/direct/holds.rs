@@ -273,24 +273,23 @@ impl Tables {
                 "balance": json_number(&balance),
             })
         };
-        // As the SQL writer: the release of the rest first, then the capture's entry
-        // (one of 0 when it took nothing); a release's key and outcome are on its own.
-        if !decided.released.is_empty() {
+        // As the SQL writer: a release's own entry, with its key and outcome; a capture's
+        // entry (one of 0 when it took nothing) also releases the rest of a final capture.
+        if request.releasing {
             let entry = NewEntry {
                 amount: AnyNumeric::from(0),
                 balance_after: Some(change.balance_before.clone()),
                 kind: "release",
-                reason: request.reason.filter(|_| request.releasing),
-                idempotency_key: request.idempotency_key.filter(|_| request.releasing),
+                reason: request.reason,
+                idempotency_key: request.idempotency_key,
                 metadata: None,
                 grant_id: None,
                 hold_id: Some(request.hold_id),
                 held_amount: Some(-released.clone()),
-                outcome: request.releasing.then(|| outcome(&AnyNumeric::from(0))),
+                outcome: Some(outcome(&AnyNumeric::from(0))),
             };
             self.append(&entry, account_datum, now);
-        }
-        if !request.releasing {
+        } else {
             let taken = crate::decide::sum(&decided.taken);
             let entry = NewEntry {
                 amount: -taken.clone(),
@@ -301,7 +300,7 @@ impl Tables {
                 metadata: request.metadata,
                 grant_id: None,
                 hold_id: Some(request.hold_id),
-                held_amount: Some(-taken),
+                held_amount: Some(canonical(-(taken + released.clone()))),
                 outcome: Some(outcome(&captured)),
             };
             self.append(&entry, account_datum, now);

@@ -1005,6 +1005,6 @@ unsafe fn only_ours(relation: pg_sys::Relation, event: u32, ours: &[&CStr]) -> b
 }
 
 /// A decimal as a JSON number, digit for digit.
-fn json_number(value: &AnyNumeric) -> serde_json::Value {
+pub fn json_number(value: &AnyNumeric) -> serde_json::Value {
     serde_json::Value::Number(value.to_string().parse().expect("a decimal is a JSON number"))
 }

@@ -249,3 +249,53 @@ fn holds_on_a_hot_account_stay_outside_its_slots() {
     client.query_one("SELECT credits.charge('h', 10)", &[]).unwrap();
     assert_ledger_invariant(&mut client);
 }
+
+/// Charges 1 to 'h' in a transaction left open: it holds one slot until it commits.
+fn busy_slot(holder: &mut Client) -> postgres::Transaction<'_> {
+    let mut busy = holder.transaction().unwrap();
+    busy.query_one("SELECT credits.charge('h', 1)", &[]).unwrap();
+    busy
+}
+
+#[test]
+fn a_hold_on_a_hot_account_takes_from_one_free_slot_and_its_capture_from_none() {
+    let db = fresh_database("holds_hot_one_slot");
+    let mut client = connect(&db);
+    client.batch_execute("SELECT credits.create_account('h', 400); SELECT credits.set_slots('h', 4);").unwrap();
+    // Gathering would wait for a slot another transaction is charging: the timeout
+    // turns such a wait into a failure.
+    client.batch_execute("SET statement_timeout = '3s'").unwrap();
+    let mut holder = connect(&db);
+    let slots = |client: &mut Client| -> Vec<Decimal> {
+        let rows = client.query("SELECT available FROM credits.account_slots WHERE account = 'h' ORDER BY available", &[]);
+        rows.unwrap().iter().map(|row| row.get(0)).collect()
+    };
+
+    let busy = busy_slot(&mut holder);
+    let placed = client.query_one("SELECT hold_id, available FROM credits.hold('h', 50)", &[]).unwrap();
+    let (h, available): (i64, Decimal) = (placed.get(0), placed.get(1));
+    assert_eq!(available, dec("350"), "as of the hold's snapshot: the busy slot's charge is not committed");
+    busy.commit().unwrap();
+    assert_eq!(slots(&mut client), vec![dec("50"), dec("99"), dec("100"), dec("100")], "taken from one free slot");
+    assert_eq!(figures(&mut client, "h"), (dec("399"), dec("349")));
+
+    let busy = busy_slot(&mut holder);
+    assert_eq!(capture(&mut client, h, Some("30"), true), (dec("30"), dec("20"), "captured".into(), dec("369")));
+    busy.commit().unwrap();
+    let row = client.query_one("SELECT balance, held FROM credits.accounts WHERE account = 'h'", &[]).unwrap();
+    assert_eq!((row.get(0), row.get(1)), (dec("20"), dec("0")), "captured from the row, the rest released to it");
+    assert_eq!(slots(&mut client).iter().sum::<Decimal>(), dec("348"), "no slot touched but by the charges");
+    assert_eq!(figures(&mut client, "h"), (dec("368"), dec("368")));
+
+    // What the capture released is on the account row: the next hold takes it from there.
+    let before = slots(&mut client);
+    let h2 = hold(&mut client, "h", "20");
+    assert_eq!(slots(&mut client), before);
+    client.query_one("SELECT * FROM credits.release($1)", &[&h2]).unwrap();
+    let exact: i64 = client
+        .query_one("SELECT count(*) FROM credits.ledger WHERE hold_id IS NOT NULL AND balance_after IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(exact, 0, "no exact balance after while the slots hold money");
+    assert_ledger_invariant(&mut client);
+}
