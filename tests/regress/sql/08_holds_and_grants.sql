@@ -128,6 +128,15 @@ SELECT grant_id FROM credits.grant('team', 1, effective_at => now() + interval '
 SELECT hold_id FROM credits.hold('team', 0);
 SELECT * FROM credits.capture(6, overage => 'maybe');
 
+-- A hold captured in full, not finally, stays active with nothing left; its release
+-- writes an entry all the same, so that its key replays.
+SELECT credits.create_account('spent', 5);
+SELECT hold_id AS spent_hold FROM credits.hold('spent', 2) \gset
+SELECT captured, released, status FROM credits.capture(:spent_hold, 2, final => false);
+SELECT captured, released, status FROM credits.release(:spent_hold, idempotency_key => 'release-spent');
+SELECT captured, released, status FROM credits.release(:spent_hold, idempotency_key => 'release-spent');
+SELECT kind, amount, held_amount, idempotency_key FROM credits.ledger WHERE account = 'spent' ORDER BY id;
+
 -- Grants and holds change only through pg_credits.
 UPDATE credits.account_grants SET remaining = 1000 WHERE grant_id = 2;
 DELETE FROM credits.holds WHERE hold_id = 1;
