@@ -250,9 +250,10 @@ def holds_and_grants_section(results):
               "own balance, or a charge of an account with grants, so what is left is the writes. A plain charge "
               "updates one row (a HOT update) and inserts one entry with two index entries. The hold + capture pair "
               "is two transactions that update the account twice and the hold once (its status changes, so not a HOT "
-              "update: two index entries) and insert the hold (four index entries) and three ledger entries (hold, "
-              "release of the rest, capture: six index entries): four times the rows and six times the index entries "
-              "of one charge, in two commits. The 5-grant charge updates the account and five grants, each closed as "
+              "update: two index entries) and insert the hold (four index entries: by account, by id, and the two "
+              "expiry indexes of active holds) and two ledger entries (the hold, and the capture that also releases "
+              "the rest: four index entries): three times the rows and five times the index entries of one charge, "
+              "in two commits, where the target allows 2.2 charges. The 5-grant charge updates the account and five grants, each closed as "
               "depleted (not a HOT update: two index entries each), and inserts five entries (ten index entries): "
               "ten times the index entries of a charge."]
     return lines
