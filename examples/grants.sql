@@ -11,7 +11,12 @@ GRANT EXECUTE ON FUNCTION
     credits.hold(text, numeric, interval, text, text, jsonb),
     credits.capture(bigint, numeric, boolean, text, text, jsonb, text),
     credits.release(bigint, text, text),
-    credits.extend_hold(bigint, interval)
+    credits.extend_hold(bigint, interval),
+    -- The picture of usage: no table privileges needed.
+    credits.statement(text, timestamptz, timestamptz, text, text),
+    credits.usage(text, timestamptz, timestamptz, text),
+    credits.balance_at(text, timestamptz),
+    credits.runway(text, interval)
 TO app_role;
 
 -- Billing administration: tops accounts up and manages their settings.
@@ -29,7 +34,11 @@ GRANT EXECUTE ON FUNCTION
     credits.void_grant(bigint, text, text),
     credits.set_grant_expiry(bigint, timestamptz),
     credits.expire_holds(integer),
-    credits.expire_grants(integer)
+    credits.expire_grants(integer),
+    credits.statement(text, timestamptz, timestamptz, text, text),
+    credits.usage(text, timestamptz, timestamptz, text),
+    credits.balance_at(text, timestamptz),
+    credits.runway(text, interval)
 TO billing_role;
 GRANT SELECT ON credits.accounts, credits.ledger, credits.events, credits.grants, credits.active_holds TO billing_role;
 -- An alert consumer that prunes what it has processed also needs:

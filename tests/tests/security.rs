@@ -34,6 +34,10 @@ fn application_and_billing_roles_get_exactly_their_grants() {
         "SELECT credits.charge('s', 1)",
         "SELECT credits.balance('s')",
         "SELECT credits.can_afford('s', 1)",
+        "SELECT * FROM credits.statement('s', now() - interval '1 day', now() + interval '1 day', 'hour')",
+        "SELECT * FROM credits.usage('s', now() - interval '1 day', now() + interval '1 day')",
+        "SELECT credits.balance_at('s', now())",
+        "SELECT * FROM credits.runway('s')",
     ] {
         assert_eq!(as_role(&mut client, "sec_app", sql), Ok(()), "app: {sql}");
     }
@@ -56,7 +60,12 @@ fn application_and_billing_roles_get_exactly_their_grants() {
     ] {
         assert_eq!(as_role(&mut client, "sec_billing", sql), Ok(()), "billing: {sql}");
     }
-    for sql in ["SELECT credits.balance('s')", "SELECT credits.charge('s', 1)", "SELECT * FROM credits.ledger"] {
+    for sql in [
+        "SELECT credits.balance('s')",
+        "SELECT credits.charge('s', 1)",
+        "SELECT * FROM credits.ledger",
+        "SELECT * FROM credits.statement('s', now() - interval '1 day', now())",
+    ] {
         let outcome = as_role(&mut client, "sec_nobody", sql);
         assert_eq!(outcome, Err("42501".to_string()), "nobody must not: {sql}");
     }
