@@ -7,6 +7,7 @@ bench/run.sh, which starts the cluster; standard library only.
     bench/run.sh --quick    # the same rows, shorter, no 10M-row ledger (under 3 minutes)
     bench/run.sh --versions # only the rows of the per-version table, for PG_CREDITS_PG's version
     bench/run.sh --holds-grants # only the rows of holds and grants and the plain charge, durable
+    bench/run.sh --usage    # statements and usage of one account in a 10-million-row ledger
 """
 import csv
 import json
@@ -24,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 QUICK = "--quick" in sys.argv
 VERSIONS = "--versions" in sys.argv
 HOLDS_AND_GRANTS = "--holds-grants" in sys.argv
+USAGE = "--usage" in sys.argv
 # The per-version figures, one run each, kept between runs (each version is run on its own).
 VERSION_FIGURES = HERE / "versions.json"
 SECONDS = 3 if QUICK else 15
@@ -216,10 +218,26 @@ def record_version():
     versions = json.loads(VERSION_FIGURES.read_text()) if VERSION_FIGURES.exists() else {}
     versions[server_version()] = figures
     VERSION_FIGURES.write_text(json.dumps(versions, indent=2, ensure_ascii=False) + "\n")
+    rewrite_report("PostgreSQL versions", versions_section())
+
+
+# The sections of BENCHMARKS.md a mode of its own measures, in this order after the full
+# suite's report: each run rewrites its own part and keeps the others.
+SECTIONS = ["Holds and grants", "The picture of usage", "PostgreSQL versions"]
+
+
+def rewrite_report(title, lines):
+    """Replaces the section `title` of BENCHMARKS.md (None: the full suite's report) with
+    `lines` and keeps the rest."""
     report = HERE.parent / "BENCHMARKS.md"
-    kept = report.read_text().split("\n## PostgreSQL versions\n")[0].rstrip("\n").split("\n")
-    report.write_text("\n".join(kept + versions_section()) + "\n")
-    print("\n".join(versions_section()))
+    text = report.read_text() if report.exists() else ""
+    starts = sorted((text.find(f"\n## {name}\n"), name) for name in SECTIONS if f"\n## {name}\n" in text)
+    ends = [start for start, _ in starts[1:]] + [len(text)]
+    parts = {name: text[start:end].strip("\n") for (start, name), end in zip(starts, ends)}
+    parts[None] = text[:starts[0][0] if starts else len(text)].strip("\n")
+    parts[title] = "\n".join(lines).strip("\n")
+    report.write_text("\n\n".join(parts[name] for name in [None] + SECTIONS if parts.get(name)) + "\n")
+    print("\n".join(lines))
 
 
 # The rows of holds and grants, with the plain charge they are compared with.
@@ -261,15 +279,71 @@ def holds_and_grants_section(results):
 
 def record_holds_and_grants():
     """`--holds-grants`: measures the rows of holds and grants and rewrites their section."""
-    lines = holds_and_grants_section(measure({"sync off": HOLD_AND_GRANT_ROWS}))
-    report = HERE.parent / "BENCHMARKS.md"
-    head, _, versions = report.read_text().partition("\n## PostgreSQL versions\n")
-    head = head.split("\n## Holds and grants\n")[0].rstrip("\n")
-    text = "\n".join([head] + lines) + "\n"
-    if versions:
-        text += "\n## PostgreSQL versions\n" + versions
-    report.write_text(text)
-    print("\n".join(lines))
+    rewrite_report("Holds and grants", holds_and_grants_section(measure({"sync off": HOLD_AND_GRANT_ROWS})))
+
+
+# One account's picture of usage in a 10-million-row ledger: 10,000 accounts of 1,000
+# entries each, ten a day over 100 days, restored as pg_restore would write them.
+USAGE_ACCOUNTS, USAGE_ENTRIES, USAGE_DAYS = 10_000, 1_000, 100
+USAGE_ROWS = [
+    ("statement, 30 days by day, 1 client", "usage_statement.sql"),
+    ("statement, 30 days by day in Europe/Paris, 1 client", "usage_statement_tz.sql"),
+    ("usage per reason, 30 days, 1 client", "usage_per_reason.sql"),
+    ("balance_at 45 days ago, 1 client", "usage_balance_at.sql"),
+]
+
+
+def usage_ledger():
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
+    psql(f"CREATE DATABASE {DB}", "postgres")
+    psql("CREATE EXTENSION pg_credits")
+    batch = 1_000
+    for first in range(1, USAGE_ACCOUNTS + 1, batch):
+        last = first + batch - 1
+        step = f"interval '{USAGE_DAYS} days' / {USAGE_ENTRIES}"
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", DB], check=True, capture_output=True, text=True,
+                       input=f"""BEGIN;
+INSERT INTO credits.accounts (account, balance, created_at)
+SELECT 'use-' || a, 100000 - {USAGE_ENTRIES - 1}, now() - interval '{USAGE_DAYS} days'
+  FROM generate_series({first}, {last}) a;
+INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, created_at)
+SELECT 'use-' || a, CASE WHEN e = 0 THEN 100000 ELSE -1 END, NULL,
+       CASE WHEN e = 0 THEN 'opening' ELSE 'charge' END,
+       (ARRAY['search', 'chat', 'embed', 'image', 'rerank'])[e % 5 + 1],
+       now() - interval '{USAGE_DAYS} days' + {step} * e
+  FROM generate_series({first}, {last}) a, generate_series(0, {USAGE_ENTRIES - 1}) e;
+COMMIT;
+""")
+    psql("VACUUM ANALYZE")
+
+
+def usage_section(results):
+    lines = ["## The picture of usage", "",
+             f"`bench/run.sh --usage` on PostgreSQL {server_version()}: a ledger of "
+             f"{USAGE_ACCOUNTS * USAGE_ENTRIES:,} rows, {USAGE_ACCOUNTS:,} accounts of {USAGE_ENTRIES:,} entries "
+             f"each over {USAGE_DAYS} days; each call reads one account picked at random, {SECONDS} s per row in "
+             f"{ROUNDS} interleaved rounds, the cache warm (the ledger fits in memory).", "",
+             "| row | calls/s | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['row']} | {r['tps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" for r in results]
+    statement = next(r for r in results if r["row"].startswith("statement, 30 days by day, "))
+    lines += ["", "| target | measured | met |", "|---|---:|---|",
+              f"| statement of one account over 30 days, 10M-row ledger, p99 < 50 ms | {statement['p99_ms']:.2f} ms "
+              f"| {'yes' if statement['p99_ms'] < 50 else '**no**'} |"]
+    return lines
+
+
+def record_usage():
+    """`--usage`: the rows of the picture of usage, on a ledger of their own."""
+    usage_ledger()
+    runs = {}
+    for _ in range(ROUNDS):
+        for name, script in USAGE_ROWS:
+            runs.setdefault(name, []).append(pgbench(script, 1, False, max(1, SECONDS // ROUNDS)))
+    results = []
+    for name, _ in USAGE_ROWS:
+        tps, p50, p99, _ = pooled(runs[name])
+        results.append({"row": name, "tps": tps, "p50_ms": p50, "p99_ms": p99})
+    rewrite_report("The picture of usage", usage_section(results))
 
 
 def main():
@@ -278,6 +352,9 @@ def main():
         return
     if HOLDS_AND_GRANTS:
         record_holds_and_grants()
+        return
+    if USAGE:
+        record_usage()
         return
     started = time.monotonic()
     reset_database()
@@ -437,9 +514,7 @@ def write_reports(results, charges, before, after, minutes):
     lines += gap_to_the_floor(results)
     lines += ["", f"Backend private memory (RssAnon): {before:.1f} MiB before and {after:.1f} MiB after "
               f"{charges:,} charges in one session."]
-    lines += versions_section() + [""]
-    (HERE.parent / "BENCHMARKS.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    rewrite_report(None, lines)
 
 
 if __name__ == "__main__":
