@@ -142,6 +142,7 @@ SELECT pg_catalog.pg_extension_config_dump('credits.account_grants'::pg_catalog.
 SELECT pg_catalog.pg_extension_config_dump('credits.account_grants_grant_id_seq'::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('credits.holds'::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('credits.holds_hold_id_seq'::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('credits.transfer_ids'::pg_catalog.regclass, '');
 
 -- Nothing is usable until granted: see "Roles and grants" in the README.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;

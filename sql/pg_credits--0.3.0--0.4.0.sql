@@ -1,6 +1,45 @@
--- pg_credits 0.3.0 -> 0.4.0: the picture of usage.
---  - New: credits.statement, usage, balance_at and runway, which read an account's
---    ledger entries through its (account, created_at) index. No table changes.
+-- pg_credits 0.3.0 -> 0.4.0: transfers and the picture of usage.
+--  - New: credits.transfer, and credits.statement, usage, balance_at and runway, which
+--    read an account's ledger entries through its (account, created_at) index.
+--  - The ledger gains transfer_id and the entry kinds transfer_out and transfer_in; the
+--    sequence credits.transfer_ids numbers transfers. No row changes.
+
+ALTER DOMAIN @extschema@.entry_kind DROP CONSTRAINT entry_kind_known;
+ALTER DOMAIN @extschema@.entry_kind ADD CONSTRAINT entry_kind_known CHECK (
+        VALUE OPERATOR(pg_catalog.=) ANY (ARRAY['charge', 'recharge', 'adjustment', 'opening',
+                                                'grant', 'void', 'hold', 'capture', 'release', 'expiry',
+                                                'transfer_out', 'transfer_in']));
+
+ALTER TABLE @extschema@.ledger ADD COLUMN transfer_id bigint;
+
+COMMENT ON TABLE @extschema@.ledger IS
+    'Append-only journal: one signed entry per balance change; for every account, balance = sum(amount). '
+    'balance_after is NULL for entries a hot account took from one of its slots. '
+    'grant_id: the grant an entry moved (0: the own balance; NULL before grants); for every account held = sum(held_amount). '
+    'outcome: the result a keyed operation of several entries replays, on its first entry. '
+    'transfer_id: the transfer a transfer_out or transfer_in entry belongs to, in both accounts.';
+
+CREATE SEQUENCE @extschema@.transfer_ids AS bigint;
+SELECT pg_catalog.pg_extension_config_dump('credits.transfer_ids'::pg_catalog.regclass, '');
+REVOKE ALL ON SEQUENCE @extschema@.transfer_ids FROM PUBLIC;
+
+-- pg_credits::transfers::transfer
+CREATE  FUNCTION "transfer"(
+	"from_account" TEXT, /* Option < & str > */
+	"to_account" TEXT, /* Option < & str > */
+	"amount" NUMERIC, /* Option < AnyNumeric > */
+	"idempotency_key" TEXT DEFAULT NULL, /* Option < & str > */
+	"reason" TEXT DEFAULT NULL, /* Option < & str > */
+	"metadata" jsonb DEFAULT NULL /* Option < JsonB > */
+) RETURNS TABLE (
+	"transfer_id" bigint,  /* i64 */
+	"from_balance" NUMERIC,  /* AnyNumeric */
+	"to_balance" NUMERIC  /* AnyNumeric */
+)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'transfer_wrapper';
 
 -- pg_credits::usage::balance_at
 CREATE  FUNCTION "balance_at"(
@@ -65,6 +104,7 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'usage_wrapper';
 
 REVOKE ALL ON FUNCTION
+    @extschema@.transfer(text, text, numeric, text, text, jsonb),
     @extschema@.balance_at(text, timestamptz),
     @extschema@.runway(text, interval),
     @extschema@.statement(text, timestamptz, timestamptz, text, text),

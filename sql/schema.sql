@@ -30,7 +30,8 @@ CREATE DOMAIN @extschema@.slot_amount AS numeric
 CREATE DOMAIN @extschema@.entry_kind AS text
     CONSTRAINT entry_kind_known CHECK (
         VALUE OPERATOR(pg_catalog.=) ANY (ARRAY['charge', 'recharge', 'adjustment', 'opening',
-                                                'grant', 'void', 'hold', 'capture', 'release', 'expiry']));
+                                                'grant', 'void', 'hold', 'capture', 'release', 'expiry',
+                                                'transfer_out', 'transfer_in']));
 
 CREATE DOMAIN @extschema@.json_object AS jsonb
     CONSTRAINT json_object_is_object CHECK (
@@ -70,8 +71,12 @@ CREATE TABLE @extschema@.ledger (
     hold_id         bigint,
     held_amount     @extschema@.amount,
     outcome         jsonb,
+    transfer_id     bigint,
     CONSTRAINT ledger_pkey PRIMARY KEY (account, id)
 );
+
+-- One transfer's entries, in both accounts, share its id.
+CREATE SEQUENCE @extschema@.transfer_ids AS bigint;
 
 -- Partial: most charges carry no key, and they then cost no entry in this index.
 CREATE UNIQUE INDEX ledger_idempotency_key ON @extschema@.ledger (account, idempotency_key)
@@ -85,7 +90,8 @@ COMMENT ON TABLE @extschema@.ledger IS
     'Append-only journal: one signed entry per balance change; for every account, balance = sum(amount). '
     'balance_after is NULL for entries a hot account took from one of its slots. '
     'grant_id: the grant an entry moved (0: the own balance; NULL before grants); for every account held = sum(held_amount). '
-    'outcome: the result a keyed operation of several entries replays, on its first entry.';
+    'outcome: the result a keyed operation of several entries replays, on its first entry. '
+    'transfer_id: the transfer a transfer_out or transfer_in entry belongs to, in both accounts.';
 
 -- The sub-balances of a hot account: charges spread over them so that parallel charges
 -- do not queue on one row lock. Together with accounts.balance they make the balance.

@@ -76,11 +76,12 @@ fn expire_grants(max_rows: default!(Option<i32>, 1000)) -> i32 {
 }
 
 /// A grant's terms, checked.
-struct Terms {
-    category: Category,
-    priority: i32,
-    effective_at: Option<TimestampWithTimeZone>,
-    expires_at: TimestampWithTimeZone,
+pub struct Terms {
+    pub category: Category,
+    pub priority: i32,
+    /// NULL: now.
+    pub effective_at: Option<TimestampWithTimeZone>,
+    pub expires_at: TimestampWithTimeZone,
 }
 
 fn terms(
@@ -148,40 +149,70 @@ fn give(
                 format!("would take the balance beyond {} digits", input::MAX_INTEGER_DIGITS),
             ));
         }
-        let _own = OwnWrite::begin(account);
-        if !row.has_grants {
-            POOL_OWN_BALANCE.first_row(client, &[account.into()]);
-        }
-        let effective_at = terms.effective_at.unwrap_or_else(|| input::timestamp(now));
-        // Only credit in effect repays an overdraft.
-        let own: AnyNumeric = OWN_POOL.first_value(client, &[account.into()]).expect("the own pool");
-        let granted = if input::time(effective_at) <= now {
-            decide::grant(&own, &amount.value)
-        } else {
-            decide::Granted { repaid: AnyNumeric::from(0), remaining: amount.value.clone() }
-        };
-        let pending = canonical(row.balance.clone() - figures.balance.clone());
-        let added_pending = if input::time(effective_at) > now { amount.value.clone() } else { AnyNumeric::from(0) };
-        let written = GRANT
-            .first_row(
-                client,
-                &[
-                    account.into(),
-                    amount.value.clone().into(),
-                    granted.repaid.clone().into(),
-                    terms.category.name().into(),
-                    terms.priority.into(),
-                    effective_at.into(),
-                    terms.expires_at.into(),
-                    reason.into(),
-                    idempotency_key.into(),
-                    metadata.into(),
-                    canonical(pending + added_pending).into(),
-                ],
-            )
-            .expect("the locked account");
-        Ok((written.column(1), canonical(granted.remaining), written.column(2)))
+        let entry = GrantEntry { reason, idempotency_key, metadata: metadata.as_ref(), transfer_id: None };
+        Ok(add(client, account, &row, &figures, &amount.value, &terms, &entry, now))
     })
+}
+
+/// Who a new grant's entry is for: a grant, or with `transfer_id` the part of a transfer
+/// the account receives as a grant (kind `transfer_in`).
+pub struct GrantEntry<'a> {
+    pub reason: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub metadata: Option<&'a JsonB>,
+    pub transfer_id: Option<i64>,
+}
+
+/// Adds a grant of `amount` on `terms` to the locked, settled account `row` with
+/// `figures` (its first grant moves its own balance into pool 0); credit in effect repays
+/// an overdraft first. Returns the grant, what it has left and the balance after.
+#[allow(clippy::too_many_arguments)]
+pub fn add(
+    client: &SpiClient<'_>,
+    account: &str,
+    row: &Account,
+    figures: &decide::Figures<AnyNumeric>,
+    amount: &AnyNumeric,
+    terms: &Terms,
+    entry: &GrantEntry<'_>,
+    now: decide::Time,
+) -> (i64, AnyNumeric, AnyNumeric) {
+    let _own = OwnWrite::begin(account);
+    if !row.has_grants {
+        POOL_OWN_BALANCE.first_row(client, &[account.into()]);
+    }
+    let effective_at = terms.effective_at.unwrap_or_else(|| input::timestamp(now));
+    // Only credit in effect repays an overdraft.
+    let own: AnyNumeric = OWN_POOL.first_value(client, &[account.into()]).expect("the own pool");
+    let granted = if input::time(effective_at) <= now {
+        decide::grant(&own, amount)
+    } else {
+        decide::Granted { repaid: AnyNumeric::from(0), remaining: amount.clone() }
+    };
+    let pending = canonical(row.balance.clone() - figures.balance.clone());
+    let added_pending = if input::time(effective_at) > now { amount.clone() } else { AnyNumeric::from(0) };
+    let kind = if entry.transfer_id.is_some() { "transfer_in" } else { "grant" };
+    let written = GRANT
+        .first_row(
+            client,
+            &[
+                account.into(),
+                amount.clone().into(),
+                granted.repaid.clone().into(),
+                terms.category.name().into(),
+                terms.priority.into(),
+                effective_at.into(),
+                terms.expires_at.into(),
+                entry.reason.into(),
+                entry.idempotency_key.into(),
+                entry.metadata.map(|m| JsonB(m.0.clone())).into(),
+                canonical(pending + added_pending).into(),
+                kind.into(),
+                entry.transfer_id.into(),
+            ],
+        )
+        .expect("the locked account");
+    (written.column(1), canonical(granted.remaining), written.column(2))
 }
 
 fn void(grant_id: Option<i64>, reason: Option<&str>, idempotency_key: Option<&str>) -> Result<(i64, AnyNumeric, AnyNumeric)> {
@@ -241,7 +272,7 @@ fn reexpire(grant_id: Option<i64>, expires_at: Option<TimestampWithTimeZone>) ->
     })
 }
 
-fn refuse_hot(row: &Account) -> Result<()> {
+pub fn refuse_hot(row: &Account) -> Result<()> {
     if row.slots > 0 {
         return Err(CreditsError::ForbiddenWrite {
             message: "A hot account (credits.set_slots) cannot receive grants: set its slots to 0 first.",
@@ -289,9 +320,9 @@ static POOL_OWN_BALANCE: Statement = Statement {
     generic: true,
 };
 
-/// $2 the amount, $3 what repays the overdraft, $11 the balance not yet in effect after.
-/// The grant's entry carries the key and the outcome; the repayment is an entry of the
-/// own balance.
+/// $2 the amount, $3 what repays the overdraft, $11 the balance not yet in effect after,
+/// $12 the entries' kind (grant, transfer_in), $13 their transfer. A grant's entry carries
+/// the key and the outcome; the repayment is an entry of the own balance.
 static GRANT: Statement = Statement {
     sql: "WITH granted AS (
               INSERT INTO credits.account_grants
@@ -305,16 +336,19 @@ static GRANT: Statement = Statement {
               UPDATE credits.accounts SET balance = pg_catalog.trim_scale(balance + $2), updated_at = pg_catalog.now()
                WHERE account = $1 RETURNING balance),
           entries AS (
-              INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, metadata, grant_id, outcome)
-              SELECT $1, granted.remaining, pg_catalog.trim_scale(moved.balance - $3), 'grant', $8, $9, $10, granted.grant_id,
-                     pg_catalog.jsonb_build_object('amount', $2, 'grant_id', granted.grant_id, 'remaining', granted.remaining,
-                                                   'balance', pg_catalog.trim_scale(moved.balance - $11))
+              INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, metadata, grant_id,
+                                          outcome, transfer_id)
+              SELECT $1, granted.remaining, pg_catalog.trim_scale(moved.balance - $3), $12, $8, $9, $10, granted.grant_id,
+                     CASE WHEN $12 = 'grant' THEN pg_catalog.jsonb_build_object(
+                         'amount', $2, 'grant_id', granted.grant_id, 'remaining', granted.remaining,
+                         'balance', pg_catalog.trim_scale(moved.balance - $11)) END,
+                     $13
                 FROM granted, moved
               UNION ALL
-              SELECT $1, $3, moved.balance, 'grant', 'repays the overdraft', NULL, NULL, NULL, NULL
+              SELECT $1, $3, moved.balance, $12, 'repays the overdraft', NULL, NULL, NULL, NULL, $13
                 FROM moved WHERE $3 <> 0)
           SELECT granted.grant_id, pg_catalog.trim_scale(moved.balance - $11) FROM granted, moved",
-    args: &[TEXT, NUMERIC, NUMERIC, TEXT, INT4, TIMESTAMPTZ, TIMESTAMPTZ, TEXT, TEXT, JSONB, NUMERIC],
+    args: &[TEXT, NUMERIC, NUMERIC, TEXT, INT4, TIMESTAMPTZ, TIMESTAMPTZ, TEXT, TEXT, JSONB, NUMERIC, TEXT, INT8],
     generic: true,
 };
 

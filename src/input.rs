@@ -37,19 +37,20 @@ pub const MAX_INTEGER_DIGITS: usize = 20;
 pub const MAX_FRACTION_DIGITS: usize = 18;
 
 pub fn account(value: Option<&str>) -> Result<&str> {
-    let account = required("account", value)?;
+    account_in("account", value)
+}
+
+/// An account id passed as argument `field` (`from_account`, `to_account`).
+pub fn account_in<'a>(field: &'static str, value: Option<&'a str>) -> Result<&'a str> {
+    let account = required(field, value)?;
     if account.is_empty() {
-        return Err(CreditsError::bad_input(BadInput::Invalid, "account", "must not be empty"));
+        return Err(CreditsError::bad_input(BadInput::Invalid, field, "must not be empty"));
     }
     if account.chars().count() > MAX_ACCOUNT_CHARS {
-        return Err(too_long("account", MAX_ACCOUNT_CHARS));
+        return Err(too_long(field, MAX_ACCOUNT_CHARS));
     }
     if account.chars().any(char::is_control) {
-        return Err(CreditsError::bad_input(
-            BadInput::Invalid,
-            "account",
-            "must not contain control characters",
-        ));
+        return Err(CreditsError::bad_input(BadInput::Invalid, field, "must not contain control characters"));
     }
     Ok(account)
 }
@@ -165,7 +166,7 @@ fn optional_text<'a>(field: &'static str, value: Option<&'a str>, max: usize) ->
     }
 }
 
-fn required<T>(field: &'static str, value: Option<T>) -> Result<T> {
+pub fn required<T>(field: &'static str, value: Option<T>) -> Result<T> {
     value.ok_or_else(|| CreditsError::bad_input(BadInput::Null, field, "must not be NULL"))
 }
 

@@ -40,6 +40,7 @@ mod movement;
 mod notify;
 mod plans;
 mod pools;
+mod transfers;
 mod usage;
 
 #[cfg(any(test, feature = "pg_test"))]

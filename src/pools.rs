@@ -221,27 +221,49 @@ pub fn charge(
     now: Time,
 ) -> Result<AnyNumeric> {
     let draws = draws(client, spend.account, row, figures, cost, now)?;
+    Ok(write_draws(client, spend, &draws, cost, Spent::Charge))
+}
+
+/// What the entries of a spend are.
+pub enum Spent {
+    Charge,
+    /// Transfer `id` out of the account; the outcome its key replays, if it has one.
+    TransferOut { id: i64, outcome: Option<serde_json::Value> },
+}
+
+/// Writes `draws` (what the locked account's pools give for `cost`, decided) as a charge
+/// or a transfer out: one entry per pool, the key on the first, and the low-balance
+/// alert if it crossed the threshold. Returns the balance after as stored.
+pub fn write_draws(client: &SpiClient<'_>, spend: &Spend<'_>, draws: &[Draw<AnyNumeric>], cost: &AnyNumeric, spent: Spent) -> AnyNumeric {
     let _own = OwnWrite::begin(spend.account);
-    let (pools, amounts) = columns(&draws);
-    let row = CHARGE.first_row(
-        client,
-        &[
-            spend.account.into(),
-            pools.into(),
-            amounts.into(),
-            cost.clone().into(),
-            spend.reason.into(),
-            spend.idempotency_key.into(),
-            spend.metadata.map(|m| JsonB(m.0.clone())).into(),
-            spend.hold_id.into(),
-        ],
-    )
-    .expect("the locked account");
+    let (pools, amounts) = columns(draws);
+    let (kind, transfer_id, outcome) = match spent {
+        Spent::Charge => ("charge", None, None),
+        Spent::TransferOut { id, outcome } => ("transfer_out", Some(id), outcome.map(JsonB)),
+    };
+    let row = CHARGE
+        .first_row(
+            client,
+            &[
+                spend.account.into(),
+                pools.into(),
+                amounts.into(),
+                cost.clone().into(),
+                spend.reason.into(),
+                spend.idempotency_key.into(),
+                spend.metadata.map(|m| JsonB(m.0.clone())).into(),
+                spend.hold_id.into(),
+                kind.into(),
+                transfer_id.into(),
+                outcome.into(),
+            ],
+        )
+        .expect("the locked account");
     let balance: AnyNumeric = row.column(1);
     if let Some(threshold) = row.nullable_column::<AnyNumeric>(2) {
         notify::low_balance(client, spend.account, &balance, &threshold);
     }
-    Ok(balance)
+    balance
 }
 
 /// A new hold's id, its expiry and what the account has available after it.
@@ -413,7 +435,9 @@ static EXPIRE_GRANTS: Statement = Statement {
     generic: true,
 };
 
-/// $2/$3: the pools drawn and the amounts, in burn order; $4 the cost. Every update of
+/// $2/$3: the pools drawn and the amounts, in burn order; $4 the cost; $9 the entries'
+/// kind, $10 their transfer, $11 the outcome the key replays (NULL: the charge's own,
+/// when it has several entries). Every update of
 /// pools here also says `grant_id = ANY (…)` of the pools it joins: the generic plan
 /// guesses ten of them and otherwise hash-joins them with every grant of the account.
 static CHARGE: Statement = Statement {
@@ -430,16 +454,18 @@ static CHARGE: Statement = Statement {
                                    THEN low_balance_threshold END AS crossed),
           entries AS (
               INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, metadata,
-                                          grant_id, hold_id, outcome)
+                                          grant_id, hold_id, outcome, transfer_id)
               SELECT $1, -d.amount,
                      pg_catalog.trim_scale(moved.balance + coalesce(pg_catalog.sum(d.amount)
                          OVER (ORDER BY d.n ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0)),
-                     'charge', $5, CASE WHEN d.n = 1 THEN $6 END, $7, NULLIF(d.pool, 0), $8,
-                     CASE WHEN d.n = 1 AND $6 IS NOT NULL AND pg_catalog.cardinality($2) > 1
-                          THEN pg_catalog.jsonb_build_object('amount', -$4, 'balance_after', moved.balance) END
+                     $9, $5, CASE WHEN d.n = 1 THEN $6 END, $7, NULLIF(d.pool, 0), $8,
+                     CASE WHEN d.n = 1 THEN coalesce($11,
+                         CASE WHEN $6 IS NOT NULL AND pg_catalog.cardinality($2) > 1
+                              THEN pg_catalog.jsonb_build_object('amount', -$4, 'balance_after', moved.balance) END) END,
+                     $10
                 FROM d, moved ORDER BY d.n)
           SELECT balance, crossed FROM moved",
-    args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, NUMERIC, TEXT, TEXT, JSONB, INT8],
+    args: &[TEXT, INT8_ARRAY, NUMERIC_ARRAY, NUMERIC, TEXT, TEXT, JSONB, INT8, TEXT, INT8, JSONB],
     generic: true,
 };
 

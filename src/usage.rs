@@ -94,7 +94,7 @@ fn runway(
 
 fn balance_as_of(account: Option<&str>, at: Option<TimestampWithTimeZone>) -> Result<Option<AnyNumeric>> {
     let account = input::account(account)?;
-    let at = required("at", at)?;
+    let at = input::required("at", at)?;
     // At or before `at`: before the next microsecond, timestamptz's resolution.
     let before = input::timestamp(input::time(at) + 1);
     Spi::connect(|client| {
@@ -124,7 +124,7 @@ fn periods(
 ) -> Result<Vec<Period>> {
     let account = input::account(account)?;
     let (from, to) = period(from_ts, to_ts)?;
-    let tz = required("tz", tz)?;
+    let tz = input::required("tz", tz)?;
     if !known_time_zone(tz) {
         return Err(CreditsError::bad_input(BadInput::Invalid, "tz", "must be a time zone name, such as 'Europe/Paris'"));
     }
@@ -178,7 +178,7 @@ fn spending(
 ) -> Result<Vec<(Option<String>, AnyNumeric, i64)>> {
     let account = input::account(account)?;
     let (from, to) = period(from_ts, to_ts)?;
-    let metadata_key = match required("group_by", group_by)? {
+    let metadata_key = match input::required("group_by", group_by)? {
         "reason" => None,
         other => match other.strip_prefix("metadata.").filter(|key| !key.is_empty()) {
             Some(key) => Some(key),
@@ -207,7 +207,7 @@ fn pace(
     lookback: Option<Interval>,
 ) -> Result<(AnyNumeric, AnyNumeric, AnyNumeric, Option<TimestampWithTimeZone>)> {
     let account = input::account(account)?;
-    let lookback = required("lookback", lookback)?;
+    let lookback = input::required("lookback", lookback)?;
     if lookback.as_micros() <= 0 {
         return Err(CreditsError::bad_input(BadInput::Invalid, "lookback", "must be positive"));
     }
@@ -227,15 +227,11 @@ fn period(
     from_ts: Option<TimestampWithTimeZone>,
     to_ts: Option<TimestampWithTimeZone>,
 ) -> Result<(TimestampWithTimeZone, TimestampWithTimeZone)> {
-    let (from, to) = (required("from_ts", from_ts)?, required("to_ts", to_ts)?);
+    let (from, to) = (input::required("from_ts", from_ts)?, input::required("to_ts", to_ts)?);
     if !from.is_finite() || !to.is_finite() || input::time(from) >= input::time(to) {
         return Err(CreditsError::bad_input(BadInput::Invalid, "to_ts", "must be after from_ts (both finite)"));
     }
     Ok((from, to))
-}
-
-fn required<T>(field: &'static str, value: Option<T>) -> Result<T> {
-    value.ok_or_else(|| CreditsError::bad_input(BadInput::Null, field, "must not be NULL"))
 }
 
 /// Whether PostgreSQL knows the time zone (AT TIME ZONE would otherwise fail inside SPI).

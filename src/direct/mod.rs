@@ -99,7 +99,7 @@ const ACCOUNT_COLUMNS: [Column; 10] = [
     column(c"has_grants", Type::Builtin(pg_sys::BOOLOID), true),
 ];
 
-const LEDGER_COLUMNS: [Column; 14] = [
+const LEDGER_COLUMNS: [Column; 15] = [
     column(c"id", Type::Builtin(pg_sys::INT8OID), true),
     column(c"account", Type::Builtin(pg_sys::TEXTOID), true),
     column(c"amount", AMOUNT, true),
@@ -114,6 +114,7 @@ const LEDGER_COLUMNS: [Column; 14] = [
     column(c"hold_id", Type::Builtin(pg_sys::INT8OID), false),
     column(c"held_amount", AMOUNT, false),
     column(c"outcome", Type::Builtin(pg_sys::JSONBOID), false),
+    column(c"transfer_id", Type::Builtin(pg_sys::INT8OID), false),
 ];
 
 const SLOT_COLUMNS: [Column; 3] = [
@@ -746,6 +747,8 @@ impl Tables {
             entry.hold_id.into_datum(),
             entry.held_amount.clone().into_datum(),
             entry.outcome.clone().map(JsonB).into_datum(),
+            // transfer_id: transfers are written by SQL.
+            None,
         ];
         let mut nulls = values.map(|v| v.is_none());
         let mut datums = values.each_mut().map(|v| v.unwrap_or(Datum::from(0)));
