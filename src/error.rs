@@ -121,6 +121,12 @@ pub enum CreditsError {
     ForbiddenWrite {
         message: &'static str,
     },
+    /// A call pg_credits refuses for what the account is (hot, or with grants), not a
+    /// write to its tables: the same SQLSTATE and name, its own explanation and way out.
+    Refused {
+        message: &'static str,
+        hint: &'static str,
+    },
     /// Under REPEATABLE READ or SERIALIZABLE: the key was used by a transaction that
     /// committed after this one's snapshot, which therefore can neither replay nor reuse it.
     ConcurrentKeyUse {
@@ -173,7 +179,7 @@ impl CreditsError {
             | CreditsError::HoldFinalized { .. } => "PT409",
             CreditsError::HoldExpired { .. } => "PT410",
             CreditsError::CaptureExceedsHold { .. } => "PT422",
-            CreditsError::ForbiddenWrite { .. } => "PT403",
+            CreditsError::ForbiddenWrite { .. } | CreditsError::Refused { .. } => "PT403",
             CreditsError::ConcurrentKeyUse { .. } => "40001",
             CreditsError::BadInput { rule, .. } => match rule {
                 BadInput::Null => "22004",
@@ -196,7 +202,7 @@ impl CreditsError {
             CreditsError::CaptureExceedsHold { .. } => ("CaptureExceedsHoldError", 422, 42201),
             CreditsError::AccountExists { .. } => ("AccountExistsError", 409, 40901),
             CreditsError::IdempotencyConflict { .. } => ("IdempotencyConflictError", 409, 40902),
-            CreditsError::ForbiddenWrite { .. } => ("ForbiddenWriteError", 403, 40301),
+            CreditsError::ForbiddenWrite { .. } | CreditsError::Refused { .. } => ("ForbiddenWriteError", 403, 40301),
             CreditsError::ConcurrentKeyUse { .. } => ("ConcurrentKeyUseError", 409, 40903),
             CreditsError::BadInput { .. } => ("InvalidInputError", 400, 40000),
         }
@@ -215,7 +221,7 @@ impl CreditsError {
             CreditsError::IdempotencyConflict { .. } => {
                 "Idempotency key already used for a different operation.".to_string()
             }
-            CreditsError::ForbiddenWrite { message } => message.to_string(),
+            CreditsError::ForbiddenWrite { message } | CreditsError::Refused { message, .. } => message.to_string(),
             CreditsError::ConcurrentKeyUse { .. } => {
                 "Could not serialize access due to a concurrent use of the idempotency key.".to_string()
             }
@@ -273,7 +279,7 @@ impl CreditsError {
                 "original": { "kind": original_kind, "amount": original_amount.to_string() },
                 "attempted": { "kind": kind, "amount": amount.to_string() },
             }),
-            CreditsError::ForbiddenWrite { .. } => json!({}),
+            CreditsError::ForbiddenWrite { .. } | CreditsError::Refused { .. } => json!({}),
             CreditsError::BadInput { field, .. } => json!({ "field": field }),
         };
         if let (Value::Object(envelope), Value::Object(extra)) = (&mut payload, fields) {
@@ -337,6 +343,7 @@ impl CreditsError {
                 "{message} The credits ledger is append-only so that every balance can be \
                  explained by its entries."
             ),
+            CreditsError::Refused { message, .. } => message.to_string(),
             CreditsError::ConcurrentKeyUse { account, idempotency_key } => format!(
                 "The idempotency key '{idempotency_key}' of account '{account}' was used by a \
                  transaction that committed after this one's snapshot was taken. Retry the \
@@ -365,6 +372,7 @@ impl CreditsError {
                  adjustment) or with credits.recharge."
                     .into(),
             ),
+            CreditsError::Refused { hint, .. } => Some(hint.to_string()),
             CreditsError::ConcurrentKeyUse { .. } => Some("Retry the transaction.".into()),
             CreditsError::HoldExpired { .. } => Some("Place a new hold with credits.hold.".into()),
             CreditsError::AccountExists { .. }

@@ -247,7 +247,10 @@ fn void(grant_id: Option<i64>, reason: Option<&str>, idempotency_key: Option<&st
                 client,
                 &[account.as_str().into(), grant_id.into(), input::timestamp(now).into(), reason.into(), idempotency_key.into(), pending.into()],
             )
-            .ok_or_else(|| CreditsError::ForbiddenWrite { message: "This grant has expired, was voided or is used up." })?;
+            .ok_or_else(|| CreditsError::Refused {
+                message: "This grant has expired, was voided or is used up.",
+                hint: "See the grant's status in credits.grants.",
+            })?;
         Ok((grant_id, written.column(1), written.column(2)))
     })
 }
@@ -263,8 +266,9 @@ fn reexpire(grant_id: Option<i64>, expires_at: Option<TimestampWithTimeZone>) ->
         let _own = OwnWrite::begin(&account);
         SET_EXPIRY
             .first_row(client, &[account.as_str().into(), grant_id.into(), expires_at.into()])
-            .ok_or(CreditsError::ForbiddenWrite {
+            .ok_or(CreditsError::Refused {
                 message: "This grant has expired, was voided or is used up, or the new expiry is not after its effective_at.",
+                hint: "See the grant's status and effective_at in credits.grants.",
             })?;
         // An expiry in the past takes effect now.
         pools::settled(client, &account, row, now);
@@ -274,8 +278,10 @@ fn reexpire(grant_id: Option<i64>, expires_at: Option<TimestampWithTimeZone>) ->
 
 pub fn refuse_hot(row: &Account) -> Result<()> {
     if row.slots > 0 {
-        return Err(CreditsError::ForbiddenWrite {
+        return Err(CreditsError::Refused {
             message: "A hot account (credits.set_slots) cannot receive grants: set its slots to 0 first.",
+            hint: "Its slots cannot tell which grant their money came from; give grants (and transfer credit that \
+                   came from grants) to plain accounts.",
         });
     }
     Ok(())

@@ -603,8 +603,9 @@ fn reshape(account: Option<&str>, slots: Option<i32>) -> Result<()> {
         let current = accounts::lock(client, account)
             .ok_or_else(|| CreditsError::AccountNotFound { account: account.to_owned() })?;
         if current.has_grants && slots > 0 {
-            return Err(CreditsError::ForbiddenWrite {
+            return Err(CreditsError::Refused {
                 message: "An account with grants cannot be made hot: its charges must burn its grants in order.",
+                hint: "Keep accounts with grants plain; a busy customer's hot account can be funded by transfers of paid credit.",
             });
         }
         if current.slots > 0 {

@@ -97,3 +97,23 @@ fn a_statement_shows_a_transfer_on_both_sides() {
         assert_eq!(figures, (dec(credited), dec(debited), dec(closing)), "{account}");
     }
 }
+
+#[test]
+fn grant_credit_cannot_go_to_a_hot_account_and_the_error_says_why() {
+    let db = fresh_database("transfers_hot_grants");
+    let mut client = connect(&db);
+    client
+        .batch_execute(
+            "SELECT credits.create_account('promo', 0), credits.create_account('hot', 10);
+             SELECT credits.set_slots('hot', 2);
+             SELECT credits.grant('promo', 5, 'promotional');",
+        )
+        .unwrap();
+    let error = db_error(client.query_one("SELECT * FROM credits.transfer('promo', 'hot', 1)", &[]));
+    assert_eq!(error.code().code(), "PT403");
+    let payload = payload(&error);
+    assert_eq!(payload["name"], "ForbiddenWriteError");
+    assert!(!payload["readable_message"].as_str().unwrap().contains("append-only"), "{payload}");
+    assert!(error.hint().unwrap().contains("plain accounts"), "{:?}", error.hint());
+    assert_eq!(balance(&mut client, "promo"), dec("5"), "nothing moved");
+}
