@@ -8,6 +8,7 @@ bench/run.sh, which starts the cluster; standard library only.
     bench/run.sh --versions # only the rows of the per-version table, for PG_CREDITS_PG's version
     bench/run.sh --holds-grants # only the rows of holds and grants and the plain charge, durable
     bench/run.sh --usage    # statements and usage of one account in a 10-million-row ledger
+    bench/run.sh --movement # transfers, with the plain charge they are compared with
 """
 import csv
 import json
@@ -26,6 +27,7 @@ QUICK = "--quick" in sys.argv
 VERSIONS = "--versions" in sys.argv
 HOLDS_AND_GRANTS = "--holds-grants" in sys.argv
 USAGE = "--usage" in sys.argv
+MOVEMENT = "--movement" in sys.argv
 # The per-version figures, one run each, kept between runs (each version is run on its own).
 VERSION_FIGURES = HERE / "versions.json"
 SECONDS = 3 if QUICK else 15
@@ -141,6 +143,7 @@ ROWS = [
     ("plain charge, rolled back, 8 clients", "charge_rolled_back.sql", 8, None),
     ("charge, account with 1 grant, 8 clients", "charge_1_grant.sql", 8, None),
     ("charge, account with 1,000 active grants, 8 clients", "charge_1000_grants.sql", 8, None),
+    ("transfer between two accounts, 8 clients", "transfer.sql", 8, None),
     ("charge_many, batches of 1,000, 1 client", "batch_1000.sql", 1, None),
     ("charge_many, batches of 10,000, 1 client", "batch_10000.sql", 1, None),
     ("ledger at 1M rows: credits.charge, 8 clients", "charge.sql", 8, 1_000_000),
@@ -223,7 +226,7 @@ def record_version():
 
 # The sections of BENCHMARKS.md a mode of its own measures, in this order after the full
 # suite's report: each run rewrites its own part and keeps the others.
-SECTIONS = ["Holds and grants", "The picture of usage", "PostgreSQL versions"]
+SECTIONS = ["Holds and grants", "Money movement", "The picture of usage", "PostgreSQL versions"]
 
 
 def rewrite_report(title, lines):
@@ -280,6 +283,23 @@ def holds_and_grants_section(results):
 def record_holds_and_grants():
     """`--holds-grants`: measures the rows of holds and grants and rewrites their section."""
     rewrite_report("Holds and grants", holds_and_grants_section(measure({"sync off": HOLD_AND_GRANT_ROWS})))
+
+
+MOVEMENT_ROWS = ["credits.charge, 8 clients", "transfer between two accounts, 8 clients"]
+
+
+def record_movement():
+    """`--movement`: transfers against the plain charge."""
+    results = measure({"sync off": MOVEMENT_ROWS})
+    lines = ["## Money movement", "",
+             f"`bench/run.sh --movement` on PostgreSQL {server_version()}: synchronous_commit off, {SECONDS} s per row "
+             f"in {ROUNDS} interleaved rounds. A transfer moves 1 from a random account to the next one (10,000 "
+             "accounts without grants): it locks both rows and writes both, and an entry in each account.", "",
+             "| row | TPS | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['row']} | {r['tps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.2f} |" for r in results]
+    lines += ["", "| target | measured | met |", "|---|---:|---|"]
+    lines += [f"| {name} | {value} | {'yes' if met else '**no**'} |" for name, value, met in targets(results)]
+    rewrite_report("Money movement", lines)
 
 
 # One account's picture of usage in a 10-million-row ledger: 10,000 accounts of 1,000
@@ -356,6 +376,9 @@ def main():
     if USAGE:
         record_usage()
         return
+    if MOVEMENT:
+        record_movement()
+        return
     started = time.monotonic()
     reset_database()
     results = []
@@ -420,6 +443,8 @@ def targets(results):
          ratio("sync off", "charge drawing from 5 grants", "plain charge, rolled back"), lambda v: v >= 0.6),
         ("charge with 1,000 active grants ÷ with 1 grant TPS, 8 clients, sync off ≥ 0.8",
          ratio("sync off", "charge, account with 1,000", "charge, account with 1 grant"), lambda v: v >= 0.8),
+        ("transfer ÷ plain charge TPS, 8 clients, sync off ≥ 0.45",
+         ratio("sync off", "transfer between two accounts", "credits.charge, 8"), lambda v: v >= 0.45),
     ]
     found = [(name, f"{value:.2f}", test(value)) for name, value, test in checks if value is not None]
     batch = find_row(results, "durable", "charge_many, batches of 10,000")

@@ -35,6 +35,7 @@ GRANT EXECUTE ON FUNCTION
     credits.set_grant_expiry(bigint, timestamptz),
     credits.expire_holds(integer),
     credits.expire_grants(integer),
+    credits.transfer(text, text, numeric, text, text, jsonb),
     credits.statement(text, timestamptz, timestamptz, text, text),
     credits.usage(text, timestamptz, timestamptz, text),
     credits.balance_at(text, timestamptz),
