@@ -36,6 +36,10 @@ pub static ERROR_STYLE: GucSetting<ErrorStyle> = GucSetting::<ErrorStyle>::new(E
 /// The longest a hold may last, in seconds (`SET credits.max_hold_ttl = '2d'`).
 pub static MAX_HOLD_TTL: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
 
+/// Where a person recharges an account, `{account}` standing for its id (URL-encoded):
+/// the next step an insufficient-balance error names.
+static RECHARGE_URL: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
+
 pub fn register_settings() {
     GucRegistry::define_int_guc(
         c"credits.max_hold_ttl",
@@ -46,6 +50,14 @@ pub fn register_settings() {
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"credits.recharge_url",
+        c"Where an account is recharged, {account} standing for its id: named by every insufficient-balance error.",
+        c"For example https://example.com/billing?account={account}; unset, the errors name no URL.",
+        &RECHARGE_URL,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_enum_guc(
         c"credits.error_style",
@@ -241,15 +253,21 @@ impl CreditsError {
             "readable_message": self.readable_message(),
         });
         let fields = match self {
-            CreditsError::InsufficientBalance { account, balance, held, min_balance, cost } => json!({
-                "account": account,
-                "balance": balance.to_string(),
-                "held": held.to_string(),
-                "available": available(balance, held, min_balance).to_string(),
-                "min_balance": min_balance.to_string(),
-                "cost": cost.to_string(),
-                "shortfall": shortfall(balance, held, min_balance, cost).to_string(),
-            }),
+            CreditsError::InsufficientBalance { account, balance, held, min_balance, cost } => {
+                let mut fields = json!({
+                    "account": account,
+                    "balance": balance.to_string(),
+                    "held": held.to_string(),
+                    "available": available(balance, held, min_balance).to_string(),
+                    "min_balance": min_balance.to_string(),
+                    "cost": cost.to_string(),
+                    "shortfall": shortfall(balance, held, min_balance, cost).to_string(),
+                });
+                if let Some(url) = recharge_url(account) {
+                    fields["recharge_url"] = Value::String(url);
+                }
+                fields
+            }
             CreditsError::HoldNotFound { hold_id } | CreditsError::HoldExpired { hold_id } => {
                 json!({ "hold_id": hold_id })
             }
@@ -302,10 +320,11 @@ impl CreditsError {
                 } else {
                     format!(", {held} of it reserved by holds,")
                 };
+                let at = recharge_url(account).map(|url| format!(" at {url}")).unwrap_or_default();
                 format!(
                     "Account '{account}' has a balance of {balance}{holds}{floor} and this query costs \
                      {cost}: {missing} more credits are needed. Recharge the account with at least \
-                     {missing} credits, then retry the query."
+                     {missing} credits{at}, then retry the query."
                 )
             }
             CreditsError::HoldNotFound { hold_id } => format!("There is no hold {hold_id}."),
@@ -453,6 +472,20 @@ fn available(balance: &AnyNumeric, held: &AnyNumeric, min_balance: &AnyNumeric) 
 /// How much the account is missing: cost - available.
 fn shortfall(balance: &AnyNumeric, held: &AnyNumeric, min_balance: &AnyNumeric, cost: &AnyNumeric) -> AnyNumeric {
     crate::money::canonical(cost.clone() - available(balance, held, min_balance))
+}
+
+/// `credits.recharge_url` for `account`, if set.
+fn recharge_url(account: &str) -> Option<String> {
+    let template = RECHARGE_URL.get()?;
+    let template = template.to_str().ok().filter(|url| !url.is_empty())?;
+    let encoded: String = account
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect();
+    Some(template.replace("{account}", &encoded))
 }
 
 fn c_string(text: String) -> CString {

@@ -37,6 +37,25 @@ fn insufficient_balance_is_pt402_with_the_full_json_payload() {
 }
 
 #[test]
+fn insufficient_balance_names_where_to_recharge_when_the_url_is_set() {
+    let db = fresh_database("contract_recharge_url");
+    let mut client = connect(&db);
+    client.execute("SELECT credits.create_account('acme corp/eu', 1)", &[]).unwrap();
+    let unset = payload(&db_error(client.query_one("SELECT credits.charge('acme corp/eu', 2)", &[])));
+    assert!(unset.get("recharge_url").is_none(), "no URL unless configured: {unset}");
+
+    client.batch_execute("SET credits.recharge_url = 'https://example.com/billing?account={account}'").unwrap();
+    let error = db_error(client.query_one("SELECT credits.charge('acme corp/eu', 2)", &[]));
+    let payload = payload(&error);
+    let url = "https://example.com/billing?account=acme%20corp%2Feu";
+    assert_eq!(payload["recharge_url"], json!(url), "the account id URL-encoded: {payload}");
+    assert!(payload["readable_message"].as_str().unwrap().contains(url), "{payload}");
+    // A hold refuses with the same payload.
+    let hold = payload(&db_error(client.query_one("SELECT * FROM credits.hold('acme corp/eu', 2)", &[])));
+    assert_eq!(hold["recharge_url"], json!(url));
+}
+
+#[test]
 fn overdraft_allowance_is_part_of_the_shortfall() {
     let db = fresh_database("contract_overdraft");
     let mut client = connect(&db);
