@@ -9,8 +9,10 @@
 //! `transfer_in` entry per part received, all with the transfer's id; the key is the
 //! source's, and replays the first call's outcome.
 //!
-//! Hot accounts are gathered under their lock and spread again, as a recharge is; a hot
-//! destination cannot receive grants (PT403), as it cannot be granted any.
+//! Between two plain accounts without a key the transfer is written directly (see
+//! `direct`); everything else here, with SQL. Hot accounts are gathered under their lock
+//! and spread again, as a recharge is; a hot destination cannot receive grants (PT403),
+//! as it cannot be granted any.
 
 use crate::accounts::{self, Account};
 use crate::decide::{self, Draw, Figures, Pool};
@@ -64,12 +66,15 @@ fn move_credit(
     let reason = input::reason(reason)?;
     let metadata = input::metadata(metadata)?;
     let now = input::now();
-    Spi::connect_mut(|client| {
-        if idempotency_key.is_none() {
-            if let Some(moved) = between_plain_accounts(client, from, to, &amount, reason, metadata.as_ref()) {
-                return Ok(moved);
+    if idempotency_key.is_none() {
+        if let Some(done) = direct::transfer(from, to, &amount, reason, metadata.as_ref()) {
+            if let Some(threshold) = &done.crossed_threshold {
+                Spi::connect_mut(|client| crate::notify::low_balance(client, from, &done.from_balance, threshold));
             }
+            return Ok((done.transfer_id, done.from_balance, done.to_balance));
         }
+    }
+    Spi::connect_mut(|client| {
         // One lock order for every pair; the source's absence is reported first.
         let (first, second) = if from < to { (from, to) } else { (to, from) };
         let locked_first = accounts::lock(client, first);
@@ -173,60 +178,6 @@ fn write(
     }
     Ok((transfer_id, from_balance, to_balance))
 }
-
-/// The transfer between two plain accounts (no slots, no grants) that the source can pay,
-/// in one statement; `None`, having written nothing but taken both locks, for anything
-/// else (the general path then decides, on the same locks).
-fn between_plain_accounts(
-    client: &SpiClient<'_>,
-    from: &str,
-    to: &str,
-    amount: &AnyNumeric,
-    reason: Option<&str>,
-    metadata: Option<&JsonB>,
-) -> Option<Moved> {
-    let _own = OwnWrite::begin_many([from, to]);
-    let metadata = metadata.map(|m| JsonB(m.0.clone()));
-    let row = BETWEEN_PLAIN_ACCOUNTS.first_row(client, &[from.into(), to.into(), amount.clone().into(), reason.into(), metadata.into()])?;
-    let (transfer_id, from_balance, to_balance) = (row.column(1), row.column(2), row.column(3));
-    if let Some(threshold) = row.nullable_column::<AnyNumeric>(4) {
-        crate::notify::low_balance(client, from, &from_balance, &threshold);
-    }
-    Some((transfer_id, from_balance, to_balance))
-}
-
-/// $1 → $2, $3, $4/$5 reason and metadata: both rows locked in account order, then
-/// written only if both are plain, the source can pay (what holds reserve counted, lapsed
-/// or not: the general path settles them) and the destination's balance stays in range.
-static BETWEEN_PLAIN_ACCOUNTS: Statement = Statement {
-    sql: "WITH locked AS (
-              SELECT account, balance, held, min_balance, low_balance_threshold, slots, has_grants
-                FROM credits.accounts WHERE account IN ($1, $2) ORDER BY account FOR UPDATE),
-          go AS (
-              SELECT pg_catalog.count(*) = 2 AND pg_catalog.bool_and(slots = 0 AND NOT has_grants)
-                     AND pg_catalog.bool_and(account <> $1 OR balance - held - $3 >= min_balance)
-                     AND pg_catalog.bool_and(account <> $2 OR pg_catalog.abs(balance + $3) < 1e20) AS ok
-                FROM locked),
-          source AS (
-              UPDATE credits.accounts a SET balance = pg_catalog.trim_scale(a.balance - $3), updated_at = pg_catalog.now()
-                FROM go WHERE go.ok AND a.account = $1
-           RETURNING a.balance,
-                     CASE WHEN a.balance < a.low_balance_threshold AND a.balance + $3 >= a.low_balance_threshold
-                          THEN a.low_balance_threshold END AS crossed),
-          destination AS (
-              UPDATE credits.accounts a SET balance = pg_catalog.trim_scale(a.balance + $3), updated_at = pg_catalog.now()
-                FROM go WHERE go.ok AND a.account = $2
-           RETURNING a.balance),
-          transfer AS (SELECT pg_catalog.nextval('credits.transfer_ids') AS id FROM go WHERE go.ok),
-          entries AS (
-              INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, metadata, transfer_id)
-              SELECT $1, -$3, source.balance, 'transfer_out', $4, $5, transfer.id FROM source, transfer
-              UNION ALL
-              SELECT $2, $3, destination.balance, 'transfer_in', $4, $5, transfer.id FROM destination, transfer)
-          SELECT transfer.id, source.balance, destination.balance, source.crossed FROM transfer, source, destination",
-    args: &[TEXT, TEXT, NUMERIC, TEXT, JSONB],
-    generic: true,
-};
 
 static NEXT_TRANSFER: Statement = Statement {
     sql: "SELECT pg_catalog.nextval('credits.transfer_ids')",

@@ -85,6 +85,7 @@ impl Tables {
                 outcome: (keyed && several).then(|| {
                     json!({ "amount": json_number(&-cost.clone()), "balance_after": json_number(&balance) })
                 }),
+                transfer_id: None,
             };
             self.append(&written, account, now);
         }

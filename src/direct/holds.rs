@@ -184,6 +184,7 @@ impl Tables {
             hold_id: Some(hold_id),
             held_amount: Some(amount.clone()),
             outcome: Some(outcome),
+            transfer_id: None,
         };
         self.append(&entry, account, now);
         pg_sys::CommandCounterIncrement();
@@ -287,6 +288,7 @@ impl Tables {
                 hold_id: Some(request.hold_id),
                 held_amount: Some(-released.clone()),
                 outcome: Some(outcome(&AnyNumeric::from(0))),
+                transfer_id: None,
             };
             self.append(&entry, account_datum, now);
         } else {
@@ -302,6 +304,7 @@ impl Tables {
                 hold_id: Some(request.hold_id),
                 held_amount: Some(canonical(-(taken + released.clone()))),
                 outcome: Some(outcome(&captured)),
+                transfer_id: None,
             };
             self.append(&entry, account_datum, now);
         }

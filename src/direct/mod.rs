@@ -45,7 +45,9 @@ use std::ffi::{c_char, CStr};
 
 mod grants;
 mod holds;
+mod transfers;
 pub use holds::{capture, hold, Capture};
+pub use transfers::transfer;
 
 /// A column as pg_credits made it. Anything else about a column changed by hand (its
 /// type, a typmod, NOT NULL) is something the SQL path would enforce and a formed tuple
@@ -323,6 +325,7 @@ struct Tables {
     /// The ledger's (account, created_at) index: every entry goes into it.
     ledger_history: pg_sys::Relation,
     ledger_ids: Oid,
+    transfer_ids: Oid,
 }
 
 /// The holds, their primary key, and the indexes every new hold goes into.
@@ -360,6 +363,8 @@ struct Catalog {
     ledger_key_index: Oid,
     ledger_history_index: Oid,
     ledger_ids: Oid,
+    /// The sequence of transfer ids.
+    transfer_ids: Oid,
     /// holds_id, holds_expiry, holds_due.
     hold_indexes: [Oid; 3],
     hold_ids: Oid,
@@ -409,6 +414,7 @@ impl Catalog {
             ledger_key_index: find(c"ledger_idempotency_key"),
             ledger_history_index: find(c"ledger_account_created_at"),
             ledger_ids: compat::identity_sequence(relations[2], 1),
+            transfer_ids: find(c"transfer_ids"),
             hold_indexes: HOLD_INDEXES.map(find),
             hold_ids: compat::identity_sequence(relations[6], 2),
             grant_indexes: GRANT_INDEXES.map(find),
@@ -422,7 +428,8 @@ impl Catalog {
             && catalog.hold_ids != pg_sys::InvalidOid
             && catalog.ledger_key_index != pg_sys::InvalidOid
             && catalog.ledger_history_index != pg_sys::InvalidOid
-            && catalog.ledger_ids != pg_sys::InvalidOid;
+            && catalog.ledger_ids != pg_sys::InvalidOid
+            && catalog.transfer_ids != pg_sys::InvalidOid;
         complete.then_some(catalog)
     }
 }
@@ -529,6 +536,7 @@ impl Tables {
             ledger_keys: also.idempotency_keys.then(|| pg_sys::index_open(catalog.ledger_key_index, lock)),
             ledger_history: pg_sys::index_open(catalog.ledger_history_index, lock),
             ledger_ids: catalog.ledger_ids,
+            transfer_ids: catalog.transfer_ids,
         })
     }
 
@@ -721,6 +729,7 @@ impl Tables {
             hold_id: None,
             held_amount: None,
             outcome: None,
+            transfer_id: None,
         };
         self.append(&movement, account, now);
     }
@@ -747,8 +756,7 @@ impl Tables {
             entry.hold_id.into_datum(),
             entry.held_amount.clone().into_datum(),
             entry.outcome.clone().map(JsonB).into_datum(),
-            // transfer_id: transfers are written by SQL.
-            None,
+            entry.transfer_id.into_datum(),
         ];
         let mut nulls = values.map(|v| v.is_none());
         let mut datums = values.each_mut().map(|v| v.unwrap_or(Datum::from(0)));
@@ -776,6 +784,7 @@ struct NewEntry<'a> {
     hold_id: Option<i64>,
     held_amount: Option<AnyNumeric>,
     outcome: Option<serde_json::Value>,
+    transfer_id: Option<i64>,
 }
 
 impl Table {
@@ -823,6 +832,26 @@ impl Table {
             self.index(key, new_row, true);
         }
         Update::Done(needs_index_entry)
+    }
+
+    /// Locks row `version` as an UPDATE would (waiting for a transaction writing it);
+    /// false, having locked nothing, when it is no longer the latest version.
+    unsafe fn lock(&self, version: pg_sys::ItemPointerData) -> bool {
+        let mut tuple = pg_sys::HeapTupleData { t_self: version, ..Default::default() };
+        let mut buffer: pg_sys::Buffer = 0;
+        let mut failure = pg_sys::TM_FailureData::default();
+        let result = pg_sys::heap_lock_tuple(
+            self.heap,
+            &mut tuple,
+            pg_sys::GetCurrentCommandId(true),
+            pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
+            pg_sys::LockWaitPolicy::LockWaitBlock,
+            false,
+            &mut buffer,
+            &mut failure,
+        );
+        pg_sys::ReleaseBuffer(buffer);
+        result == pg_sys::TM_Result::TM_Ok
     }
 
     /// Indexes a written row in the primary key, whose columns are `key` (none NULL).

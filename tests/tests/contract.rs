@@ -46,10 +46,10 @@ fn insufficient_balance_names_where_to_recharge_when_the_url_is_set() {
 
     client.batch_execute("SET credits.recharge_url = 'https://example.com/billing?account={account}'").unwrap();
     let error = db_error(client.query_one("SELECT credits.charge('acme corp/eu', 2)", &[]));
-    let payload = payload(&error);
+    let charged = payload(&error);
     let url = "https://example.com/billing?account=acme%20corp%2Feu";
-    assert_eq!(payload["recharge_url"], json!(url), "the account id URL-encoded: {payload}");
-    assert!(payload["readable_message"].as_str().unwrap().contains(url), "{payload}");
+    assert_eq!(charged["recharge_url"], json!(url), "the account id URL-encoded: {charged}");
+    assert!(charged["readable_message"].as_str().unwrap().contains(url), "{charged}");
     // A hold refuses with the same payload.
     let hold = payload(&db_error(client.query_one("SELECT * FROM credits.hold('acme corp/eu', 2)", &[])));
     assert_eq!(hold["recharge_url"], json!(url));

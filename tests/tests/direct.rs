@@ -1,5 +1,5 @@
 //! The direct paths (src/direct: a charge, a slot charge, a batch's writes, a hold and its
-//! capture or release, a charge drawn from grants) write the tables without
+//! capture or release, a charge drawn from grants, a transfer) write the tables without
 //! the executor: these tests check that what they write is exactly what the SQL path
 //! writes, that indexes stay complete (amcheck), that transactions and savepoints see
 //! and undo it like any write, and that tables changed by hand make charges take the
@@ -453,12 +453,15 @@ const HOLDS_AND_GRANTS: &str = "
     SELECT credits.charge('g', 5, idempotency_key => 'span', reason => 'span', metadata => '{\"x\": 2}');
     SELECT credits.charge('g', 2);
     SELECT credits.charge('g', 8.5);
+    SELECT credits.create_account('t', 0, low_balance_threshold => 1);
+    SELECT * FROM credits.transfer('h', 't', 7, reason => 'share', metadata => '{\"y\": 3}');
+    SELECT * FROM credits.transfer('t', 'h', 6.5);
 ";
 
 fn holds_and_grants_rows(client: &mut postgres::Client) -> Vec<String> {
     let tables = [
         "SELECT account, amount, balance_after, kind, reason, idempotency_key, metadata, grant_id, hold_id,
-                held_amount, outcome - 'expires_at', outcome ? 'expires_at' FROM credits.ledger ORDER BY id",
+                held_amount, outcome - 'expires_at', outcome ? 'expires_at', transfer_id FROM credits.ledger ORDER BY id",
         "SELECT account, hold_id, amount, captured, released, status, pools, parts, resolved_at IS NULL, reason, metadata,
                 expires_at = 'infinity' FROM credits.holds ORDER BY hold_id",
         "SELECT account, grant_id, amount, remaining, held, category, priority, closed, closed_at IS NULL
@@ -484,7 +487,7 @@ fn kept_plans(client: &mut postgres::Client, fragment: &str) -> i64 {
 }
 
 #[test]
-fn holds_captures_and_grant_charges_write_what_the_sql_writer_writes() {
+fn holds_captures_grant_charges_and_transfers_write_what_the_sql_writer_writes() {
     let mut direct = account("direct_holds_grants");
     let mut sql = account("direct_holds_grants_sql");
     direct.batch_execute("CREATE EXTENSION amcheck").unwrap();
@@ -497,7 +500,12 @@ fn holds_captures_and_grant_charges_write_what_the_sql_writer_writes() {
     // The direct path wrote the holds, captures and draws: their SQL was never prepared
     // in its session (the replays by key are the SQL path's, and prepare other plans).
     // (Fragments from the first 1,024 characters of each: all a memory context shows.)
-    for statement in ["INSERT INTO credits.holds", "UNION ALL SELECT NULL, 0, 1", "g.held = 0 THEN 'depleted' END"] {
+    for statement in [
+        "INSERT INTO credits.holds",
+        "UNION ALL SELECT NULL, 0, 1",
+        "g.held = 0 THEN 'depleted' END",
+        "nextval('credits.transfer_ids')",
+    ] {
         assert_eq!(kept_plans(&mut direct, statement), 0, "{statement}");
         assert!(kept_plans(&mut sql, statement) > 0, "{statement}");
     }
