@@ -3,9 +3,10 @@
 //! the ledger exactly once, no refused one is, every operation in flight at a kill is
 //! settled exactly once by a retry with its idempotency key, and for every account
 //! balance = sum(ledger) >= min_balance. Every tenth account is hot (four slots). Holds
-//! are placed and then captured or released, and promotional grants made, all with keys:
-//! each applies once, and every hold resolves at most once, its held amount accounted for
-//! to the last cent.
+//! are placed and then captured or released, promotional grants made and transfers sent,
+//! all with keys: each applies once, every hold resolves at most once, its held amount
+//! accounted for to the last cent, and every transfer (keyed or not) nets to zero between
+//! its two accounts.
 //!
 //! It kills the cluster it runs on, so scripts/test.sh runs it alone: it needs
 //! PG_CREDITS_DATA (the data directory) and PG_CREDITS_START (a command that starts the
@@ -199,6 +200,32 @@ fn worker(id: usize, db: String, stop: Arc<AtomicBool>) -> Report {
                 report.operations.push(Operation { account, key: grant_key, settled, was_in_flight });
                 continue;
             }
+            // A keyed transfer to another account (its key is the source's), or one without
+            // a key (between plain accounts, written directly): both must net to zero.
+            7 | 8 => {
+                let to = format!("bank-{}", rng.next() % ACCOUNTS);
+                if to == account {
+                    continue;
+                }
+                if rng.next() % 2 == 0 {
+                    let result = client.query_one("SELECT transfer_id FROM credits.transfer($1, $2, 0.01)", &[&account, &to]);
+                    if result.as_ref().is_err_and(|e| !is_refusal(e)) {
+                        client = match reconnect(&db, &stop) { Some(c) => c, None => break };
+                    }
+                    continue;
+                }
+                let transfer_key = format!("{key}-t");
+                let send = |c: &mut Client| {
+                    c.query_one(
+                        "SELECT transfer_id FROM credits.transfer($1, $2, $3::text::numeric, $4)",
+                        &[&account, &to, &amount, &transfer_key],
+                    )
+                };
+                let Some((answer, was_in_flight)) = until_settled(&mut client, &db, &stop, send) else { return report };
+                let settled = if answer.is_ok() { Settled::Committed } else { Settled::Refused };
+                report.operations.push(Operation { account, key: transfer_key, settled, was_in_flight });
+                continue;
+            }
             // A direct adjustment through raw SQL: the guard records it.
             2 => {
                 let result = client.execute(
@@ -326,6 +353,18 @@ fn bank_survives_postmaster_kills() {
         .get(0);
     if broken > 0 {
         violations.push(format!("{broken} accounts break balance = sum(ledger) >= min_balance"));
+    }
+    // Every transfer moved between two accounts and netted to zero.
+    let unbalanced: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT transfer_id FROM credits.ledger WHERE transfer_id IS NOT NULL GROUP BY 1
+                                    HAVING sum(amount) <> 0 OR count(DISTINCT account) <> 2) t",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if unbalanced > 0 {
+        violations.push(format!("{unbalanced} transfers that do not net to zero between two accounts"));
     }
     // Every hold: what its entries took off held is exactly what it no longer reserves
     // (resolved once: a second capture or release would take more), and its captured and
