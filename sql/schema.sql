@@ -31,7 +31,7 @@ CREATE DOMAIN @extschema@.entry_kind AS text
     CONSTRAINT entry_kind_known CHECK (
         VALUE OPERATOR(pg_catalog.=) ANY (ARRAY['charge', 'recharge', 'adjustment', 'opening',
                                                 'grant', 'void', 'hold', 'capture', 'release', 'expiry',
-                                                'transfer_out', 'transfer_in']));
+                                                'transfer_out', 'transfer_in', 'refund']));
 
 CREATE DOMAIN @extschema@.json_object AS jsonb
     CONSTRAINT json_object_is_object CHECK (
@@ -72,6 +72,7 @@ CREATE TABLE @extschema@.ledger (
     held_amount     @extschema@.amount,
     outcome         jsonb,
     transfer_id     bigint,
+    refund_of       bigint,
     CONSTRAINT ledger_pkey PRIMARY KEY (account, id)
 );
 
@@ -86,12 +87,21 @@ CREATE UNIQUE INDEX ledger_idempotency_key ON @extschema@.ledger (account, idemp
 -- rest of its entries. created_at is the writing transaction's start time, now().
 CREATE INDEX ledger_account_created_at ON @extschema@.ledger (account, created_at);
 
+-- An entry by its id alone (credits.refund): a block-range index costs an insert next to
+-- nothing (the newest range stays unsummarized until autovacuum summarizes it), where a
+-- B-tree would cost every charge an index entry. Entries are appended in id order, so a
+-- range's ids are close together and a look-up reads one range (and the unsummarized tail).
+CREATE INDEX ledger_ids ON @extschema@.ledger USING brin (id) WITH (pages_per_range = 32, autosummarize = on);
+-- The refunds of an entry, to never refund more than it charged: only refunds are in it.
+CREATE INDEX ledger_refunds ON @extschema@.ledger (account, refund_of) WHERE refund_of IS NOT NULL;
+
 COMMENT ON TABLE @extschema@.ledger IS
     'Append-only journal: one signed entry per balance change; for every account, balance = sum(amount). '
     'balance_after is NULL for entries a hot account took from one of its slots. '
     'grant_id: the grant an entry moved (0: the own balance; NULL before grants); for every account held = sum(held_amount). '
     'outcome: the result a keyed operation of several entries replays, on its first entry. '
-    'transfer_id: the transfer a transfer_out or transfer_in entry belongs to, in both accounts.';
+    'transfer_id: the transfer a transfer_out or transfer_in entry belongs to, in both accounts. '
+    'refund_of: the charge or capture entry a refund gives back.';
 
 -- The sub-balances of a hot account: charges spread over them so that parallel charges
 -- do not queue on one row lock. Together with accounts.balance they make the balance.

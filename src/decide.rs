@@ -201,6 +201,49 @@ pub fn grant<M: Money>(own_remaining: &M, amount: &M) -> Granted<M> {
     Granted { remaining: amount.clone() - repaid.clone(), repaid }
 }
 
+/// The state of the pool a refund gives back to, when the refund is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolState {
+    /// Open, or used up but not past its expiry: it takes the money back (a used-up one
+    /// opens again).
+    Spendable,
+    /// Expired or voided (or used up and past its expiry): what comes back to it leaves
+    /// again at once, unless the refund reissues it.
+    Closed,
+}
+
+/// Where a refund's money goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundTo {
+    /// Back into the pool the entry was drawn from.
+    Pool,
+    /// Into the pool, then out again with an expiry entry: the balance does not change.
+    PoolThenExpiry,
+    /// Into a new grant of the closed pool's category and priority, without expiry.
+    Reissued,
+}
+
+/// What a refund of an entry that took `charged` (of which `refunded` already came back)
+/// gives back: `asked`, or the rest when `None`. Refusal: what is left to refund, when the
+/// refund asks for more or nothing is left.
+pub fn refund<M: Money>(charged: &M, refunded: &M, asked: Option<&M>) -> Result<M, M> {
+    let refundable = charged.clone() - refunded.clone();
+    match asked {
+        None if refundable.is_positive() => Ok(refundable),
+        Some(asked) if asked.is_positive() && *asked <= refundable => Ok(asked.clone()),
+        _ => Err(refundable),
+    }
+}
+
+/// Where a refund to a pool in `state` goes, reissued or not.
+pub fn refund_to(state: PoolState, reissue: bool) -> RefundTo {
+    match (state, reissue) {
+        (PoolState::Spendable, _) => RefundTo::Pool,
+        (PoolState::Closed, false) => RefundTo::PoolThenExpiry,
+        (PoolState::Closed, true) => RefundTo::Reissued,
+    }
+}
+
 /// How a capture treats an amount beyond what the hold still reserves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overage {
@@ -382,6 +425,44 @@ mod tests {
 
     fn drawn(draws: &[Draw<i128>]) -> Vec<(i64, i128)> {
         draws.iter().map(|d| (d.pool, d.amount)).collect()
+    }
+
+    #[test]
+    fn a_refund_gives_back_at_most_what_is_left_of_the_charge() {
+        let cases: [(i128, i128, Option<i128>, Result<i128, i128>); 7] = [
+            (10, 0, None, Ok(10)),
+            (10, 4, None, Ok(6)),
+            (10, 4, Some(6), Ok(6)),
+            (10, 4, Some(7), Err(6)),
+            (10, 10, None, Err(0)),
+            (10, 10, Some(1), Err(0)),
+            (10, 0, Some(0), Err(10)),
+        ];
+        for (charged, refunded, asked, expected) in cases {
+            assert_eq!(refund(&charged, &refunded, asked.as_ref()), expected, "{charged} {refunded} {asked:?}");
+        }
+        assert_eq!(refund_to(PoolState::Spendable, true), RefundTo::Pool);
+        assert_eq!(refund_to(PoolState::Closed, false), RefundTo::PoolThenExpiry);
+        assert_eq!(refund_to(PoolState::Closed, true), RefundTo::Reissued);
+    }
+
+    proptest! {
+        /// However a charge is refunded, piece by piece, the refunds never add up to more
+        /// than it took, and asking for the rest always empties it.
+        #[test]
+        fn refunds_never_exceed_the_charge(charged in 1i128..1_000, asks in proptest::collection::vec(proptest::option::of(0i128..400), 0..12)) {
+            let mut refunded = 0;
+            for asked in asks {
+                if let Ok(given) = refund(&charged, &refunded, asked.as_ref()) {
+                    prop_assert!(given > 0);
+                    refunded += given;
+                }
+                prop_assert!(refunded <= charged);
+            }
+            if let Ok(rest) = refund(&charged, &refunded, None) {
+                prop_assert_eq!(refunded + rest, charged);
+            }
+        }
     }
 
     #[test]

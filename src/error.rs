@@ -116,6 +116,16 @@ pub enum CreditsError {
         remaining: AnyNumeric,
         amount: AnyNumeric,
     },
+    /// No ledger entry has this id.
+    EntryNotFound {
+        entry_id: i64,
+    },
+    /// A refund of more than the entry still has to give back.
+    RefundExceedsCharge {
+        entry_id: i64,
+        refundable: AnyNumeric,
+        amount: AnyNumeric,
+    },
     AccountNotFound {
         account: String,
     },
@@ -185,12 +195,13 @@ impl CreditsError {
             CreditsError::InsufficientBalance { .. } => "PT402",
             CreditsError::AccountNotFound { .. }
             | CreditsError::HoldNotFound { .. }
-            | CreditsError::GrantNotFound { .. } => "PT404",
+            | CreditsError::GrantNotFound { .. }
+            | CreditsError::EntryNotFound { .. } => "PT404",
             CreditsError::AccountExists { .. }
             | CreditsError::IdempotencyConflict { .. }
             | CreditsError::HoldFinalized { .. } => "PT409",
             CreditsError::HoldExpired { .. } => "PT410",
-            CreditsError::CaptureExceedsHold { .. } => "PT422",
+            CreditsError::CaptureExceedsHold { .. } | CreditsError::RefundExceedsCharge { .. } => "PT422",
             CreditsError::ForbiddenWrite { .. } | CreditsError::Refused { .. } => "PT403",
             CreditsError::ConcurrentKeyUse { .. } => "40001",
             CreditsError::BadInput { rule, .. } => match rule {
@@ -212,6 +223,8 @@ impl CreditsError {
             CreditsError::HoldFinalized { .. } => ("HoldFinalizedError", 409, 40904),
             CreditsError::HoldExpired { .. } => ("HoldExpiredError", 410, 41001),
             CreditsError::CaptureExceedsHold { .. } => ("CaptureExceedsHoldError", 422, 42201),
+            CreditsError::EntryNotFound { .. } => ("EntryNotFoundError", 404, 40404),
+            CreditsError::RefundExceedsCharge { .. } => ("RefundExceedsChargeError", 422, 42202),
             CreditsError::AccountExists { .. } => ("AccountExistsError", 409, 40901),
             CreditsError::IdempotencyConflict { .. } => ("IdempotencyConflictError", 409, 40902),
             CreditsError::ForbiddenWrite { .. } | CreditsError::Refused { .. } => ("ForbiddenWriteError", 403, 40301),
@@ -229,6 +242,8 @@ impl CreditsError {
             CreditsError::HoldFinalized { .. } => "Hold already captured or released.".to_string(),
             CreditsError::HoldExpired { .. } => "Hold expired.".to_string(),
             CreditsError::CaptureExceedsHold { .. } => "Capture exceeds what the hold reserves.".to_string(),
+            CreditsError::EntryNotFound { .. } => "Ledger entry not found.".to_string(),
+            CreditsError::RefundExceedsCharge { .. } => "Refund exceeds what the entry charged.".to_string(),
             CreditsError::AccountExists { .. } => "Account already exists.".to_string(),
             CreditsError::IdempotencyConflict { .. } => {
                 "Idempotency key already used for a different operation.".to_string()
@@ -276,6 +291,12 @@ impl CreditsError {
             CreditsError::CaptureExceedsHold { hold_id, remaining, amount } => json!({
                 "hold_id": hold_id,
                 "remaining": remaining.to_string(),
+                "amount": amount.to_string(),
+            }),
+            CreditsError::EntryNotFound { entry_id } => json!({ "entry_id": entry_id }),
+            CreditsError::RefundExceedsCharge { entry_id, refundable, amount } => json!({
+                "entry_id": entry_id,
+                "refundable": refundable.to_string(),
                 "amount": amount.to_string(),
             }),
             CreditsError::AccountNotFound { account } | CreditsError::AccountExists { account } => {
@@ -339,6 +360,11 @@ impl CreditsError {
                 "Hold {hold_id} still reserves {remaining}, less than the {amount} to capture. Capture at most \
                  {remaining}, or pass overage => 'charge' to charge the excess."
             ),
+            CreditsError::EntryNotFound { entry_id } => format!("There is no ledger entry {entry_id}."),
+            CreditsError::RefundExceedsCharge { entry_id, refundable, amount } => format!(
+                "Entry {entry_id} has {refundable} left to refund, less than the {amount} asked. Refund at most \
+                 {refundable} (amount => NULL refunds all of it)."
+            ),
             CreditsError::AccountNotFound { account } => format!(
                 "There is no account '{account}'. Create it with credits.create_account or \
                  credits.recharge before charging it."
@@ -399,7 +425,9 @@ impl CreditsError {
             | CreditsError::HoldNotFound { .. }
             | CreditsError::GrantNotFound { .. }
             | CreditsError::HoldFinalized { .. }
-            | CreditsError::CaptureExceedsHold { .. } => None,
+            | CreditsError::CaptureExceedsHold { .. }
+            | CreditsError::EntryNotFound { .. }
+            | CreditsError::RefundExceedsCharge { .. } => None,
         }
     }
 

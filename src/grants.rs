@@ -149,18 +149,28 @@ fn give(
                 format!("would take the balance beyond {} digits", input::MAX_INTEGER_DIGITS),
             ));
         }
-        let entry = GrantEntry { reason, idempotency_key, metadata: metadata.as_ref(), transfer_id: None };
+        let entry = GrantEntry { reason, idempotency_key, metadata: metadata.as_ref(), source: Source::Granted };
         Ok(add(client, account, &row, &figures, &amount.value, &terms, &entry, now))
     })
 }
 
-/// Who a new grant's entry is for: a grant, or with `transfer_id` the part of a transfer
-/// the account receives as a grant (kind `transfer_in`).
+/// Who a new grant's entry is for.
 pub struct GrantEntry<'a> {
     pub reason: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
     pub metadata: Option<&'a JsonB>,
-    pub transfer_id: Option<i64>,
+    pub source: Source,
+}
+
+/// Where a new grant comes from.
+pub enum Source {
+    /// `credits.grant` (kind `grant`, with its outcome).
+    Granted,
+    /// The part of transfer `id` the account receives as a grant (kind `transfer_in`).
+    Transfer(i64),
+    /// The refund of entry `entry` to a closed grant, reissued (kind `refund`): the
+    /// refund's own entry id, and its outcome when it has a key.
+    Refund { entry: i64, id: i64, outcome: Option<serde_json::Value> },
 }
 
 /// Adds a grant of `amount` on `terms` to the locked, settled account `row` with
@@ -191,7 +201,11 @@ pub fn add(
     };
     let pending = canonical(row.balance.clone() - figures.balance.clone());
     let added_pending = if input::time(effective_at) > now { amount.clone() } else { AnyNumeric::from(0) };
-    let kind = if entry.transfer_id.is_some() { "transfer_in" } else { "grant" };
+    let (kind, transfer_id, refund_of, entry_id, outcome) = match &entry.source {
+        Source::Granted => ("grant", None, None, None, None),
+        Source::Transfer(id) => ("transfer_in", Some(*id), None, None, None),
+        Source::Refund { entry, id, outcome } => ("refund", None, Some(*entry), Some(*id), outcome.clone().map(JsonB)),
+    };
     let written = GRANT
         .first_row(
             client,
@@ -208,7 +222,10 @@ pub fn add(
                 entry.metadata.map(|m| JsonB(m.0.clone())).into(),
                 canonical(pending + added_pending).into(),
                 kind.into(),
-                entry.transfer_id.into(),
+                transfer_id.into(),
+                refund_of.into(),
+                outcome.into(),
+                entry_id.into(),
             ],
         )
         .expect("the locked account");
@@ -327,8 +344,9 @@ static POOL_OWN_BALANCE: Statement = Statement {
 };
 
 /// $2 the amount, $3 what repays the overdraft, $11 the balance not yet in effect after,
-/// $12 the entries' kind (grant, transfer_in), $13 their transfer. A grant's entry carries
-/// the key and the outcome; the repayment is an entry of the own balance.
+/// $12 the entries' kind (grant, transfer_in, refund), $13 their transfer, $14 the entry
+/// refunded, $15 a refund's outcome, $16 its entry id (NULL: the next). A grant's entry carries the key and the outcome; the
+/// repayment is an entry of the own balance.
 static GRANT: Statement = Statement {
     sql: "WITH granted AS (
               INSERT INTO credits.account_grants
@@ -342,19 +360,21 @@ static GRANT: Statement = Statement {
               UPDATE credits.accounts SET balance = pg_catalog.trim_scale(balance + $2), updated_at = pg_catalog.now()
                WHERE account = $1 RETURNING balance),
           entries AS (
-              INSERT INTO credits.ledger (account, amount, balance_after, kind, reason, idempotency_key, metadata, grant_id,
-                                          outcome, transfer_id)
-              SELECT $1, granted.remaining, pg_catalog.trim_scale(moved.balance - $3), $12, $8, $9, $10, granted.grant_id,
+              INSERT INTO credits.ledger (id, account, amount, balance_after, kind, reason, idempotency_key, metadata,
+                                          grant_id, outcome, transfer_id, refund_of)
+              OVERRIDING SYSTEM VALUE
+              SELECT coalesce($16, pg_catalog.nextval('credits.ledger_id_seq')), $1, granted.remaining, pg_catalog.trim_scale(moved.balance - $3), $12, $8, $9, $10, granted.grant_id,
                      CASE WHEN $12 = 'grant' THEN pg_catalog.jsonb_build_object(
                          'amount', $2, 'grant_id', granted.grant_id, 'remaining', granted.remaining,
-                         'balance', pg_catalog.trim_scale(moved.balance - $11)) END,
-                     $13
+                         'balance', pg_catalog.trim_scale(moved.balance - $11)) ELSE $15 END,
+                     $13, $14
                 FROM granted, moved
               UNION ALL
-              SELECT $1, $3, moved.balance, $12, 'repays the overdraft', NULL, NULL, NULL, NULL, $13
+              SELECT pg_catalog.nextval('credits.ledger_id_seq'), $1, $3, moved.balance, $12, 'repays the overdraft',
+                     NULL, NULL, NULL, NULL, $13, $14
                 FROM moved WHERE $3 <> 0)
           SELECT granted.grant_id, pg_catalog.trim_scale(moved.balance - $11) FROM granted, moved",
-    args: &[TEXT, NUMERIC, NUMERIC, TEXT, INT4, TIMESTAMPTZ, TIMESTAMPTZ, TEXT, TEXT, JSONB, NUMERIC, TEXT, INT8],
+    args: &[TEXT, NUMERIC, NUMERIC, TEXT, INT4, TIMESTAMPTZ, TIMESTAMPTZ, TEXT, TEXT, JSONB, NUMERIC, TEXT, INT8, INT8, JSONB, INT8],
     generic: true,
 };
 

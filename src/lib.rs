@@ -40,6 +40,7 @@ mod movement;
 mod notify;
 mod plans;
 mod pools;
+mod refunds;
 mod transfers;
 mod usage;
 

@@ -17,7 +17,7 @@
 use crate::accounts::{self, Account};
 use crate::decide::{self, Draw, Figures, Pool};
 use crate::error::{unwrap_or_raise, BadInput, CreditsError, Result};
-use crate::grants::{self, GrantEntry, Terms};
+use crate::grants::{self, GrantEntry, Source, Terms};
 use crate::input;
 use crate::money::canonical;
 use crate::plans::{OwnWrite, Statement, INT8, JSONB, NUMERIC, TEXT};
@@ -167,7 +167,8 @@ fn write(
             &[to.into(), own.into(), spend.reason.into(), spend.metadata.map(|m| JsonB(m.0.clone())).into(), transfer_id.into()],
         );
     }
-    let entry = GrantEntry { reason: spend.reason, idempotency_key: None, metadata: spend.metadata, transfer_id: Some(transfer_id) };
+    let entry =
+        GrantEntry { reason: spend.reason, idempotency_key: None, metadata: spend.metadata, source: Source::Transfer(transfer_id) };
     let mut receiving = (destination.clone(), destination_figures.clone());
     for (draw, pool) in grant_parts {
         let expires_at = input::timestamp(pool.expires_at);

@@ -59,9 +59,9 @@ fn statement(
     TableIterator::new(unwrap_or_raise(periods(account, from_ts, to_ts, bucket, tz)))
 }
 
-/// What the account spent (charges and captures) from `from_ts` up to `to_ts`, per
-/// `reason` or, with `group_by => 'metadata.KEY'`, per value of that metadata key; the
-/// most spent first.
+/// What the account spent (charges and captures, less their refunds) from `from_ts` up to
+/// `to_ts`, per `reason` or, with `group_by => 'metadata.KEY'`, per value of that metadata
+/// key; the most spent first.
 #[pg_extern(security_definer, stable, parallel_restricted)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn usage(
@@ -389,12 +389,16 @@ static BOUNDS: Statement = Statement {
     generic: false,
 };
 
-/// $4 NULL: per reason; else per value of metadata key $4.
+/// $4 NULL: per reason; else per value of metadata key $4. A refund in the span counts
+/// against the spend of the entry it refunds, under that entry's reason or metadata.
 static SPENT_BY: Statement = Statement {
-    sql: "SELECT CASE WHEN $4::text IS NULL THEN l.reason ELSE l.metadata OPERATOR(pg_catalog.->>) $4 END AS key,
-                 pg_catalog.trim_scale(-pg_catalog.sum(l.amount)), pg_catalog.count(*)
+    sql: "SELECT CASE WHEN $4::text IS NULL THEN CASE WHEN l.kind = 'refund' THEN o.reason ELSE l.reason END
+                      ELSE CASE WHEN l.kind = 'refund' THEN o.metadata ELSE l.metadata END OPERATOR(pg_catalog.->>) $4
+                 END AS key,
+                 pg_catalog.trim_scale(-pg_catalog.sum(l.amount)), pg_catalog.count(*) FILTER (WHERE l.kind <> 'refund')
             FROM credits.ledger l
-           WHERE l.account = $1 AND l.created_at >= $2 AND l.created_at < $3 AND l.kind IN ('charge', 'capture')
+            LEFT JOIN credits.ledger o ON l.kind = 'refund' AND o.account = $1 AND o.id = l.refund_of
+           WHERE l.account = $1 AND l.created_at >= $2 AND l.created_at < $3 AND l.kind IN ('charge', 'capture', 'refund')
            GROUP BY 1 ORDER BY 2 DESC, 1",
     args: &[TEXT, TIMESTAMPTZ, TIMESTAMPTZ, TEXT],
     generic: false,

@@ -101,7 +101,7 @@ const ACCOUNT_COLUMNS: [Column; 10] = [
     column(c"has_grants", Type::Builtin(pg_sys::BOOLOID), true),
 ];
 
-const LEDGER_COLUMNS: [Column; 15] = [
+const LEDGER_COLUMNS: [Column; 16] = [
     column(c"id", Type::Builtin(pg_sys::INT8OID), true),
     column(c"account", Type::Builtin(pg_sys::TEXTOID), true),
     column(c"amount", AMOUNT, true),
@@ -117,6 +117,7 @@ const LEDGER_COLUMNS: [Column; 15] = [
     column(c"held_amount", AMOUNT, false),
     column(c"outcome", Type::Builtin(pg_sys::JSONBOID), false),
     column(c"transfer_id", Type::Builtin(pg_sys::INT8OID), false),
+    column(c"refund_of", Type::Builtin(pg_sys::INT8OID), false),
 ];
 
 const SLOT_COLUMNS: [Column; 3] = [
@@ -322,8 +323,10 @@ struct Tables {
     grants: Option<Grants>,
     /// Opened only for entries with an idempotency key.
     ledger_keys: Option<pg_sys::Relation>,
-    /// The ledger's (account, created_at) index: every entry goes into it.
+    /// The ledger's (account, created_at) index and its block-range index of ids: every
+    /// entry goes into both.
     ledger_history: pg_sys::Relation,
+    ledger_id_ranges: pg_sys::Relation,
     ledger_ids: Oid,
     transfer_ids: Oid,
 }
@@ -362,6 +365,8 @@ struct Catalog {
     relations: [Oid; 10],
     ledger_key_index: Oid,
     ledger_history_index: Oid,
+    ledger_id_index: Oid,
+    ledger_refund_index: Oid,
     ledger_ids: Oid,
     /// The sequence of transfer ids.
     transfer_ids: Oid,
@@ -413,6 +418,8 @@ impl Catalog {
             relations,
             ledger_key_index: find(c"ledger_idempotency_key"),
             ledger_history_index: find(c"ledger_account_created_at"),
+            ledger_id_index: find(c"ledger_ids"),
+            ledger_refund_index: find(c"ledger_refunds"),
             ledger_ids: compat::identity_sequence(relations[2], 1),
             transfer_ids: find(c"transfer_ids"),
             hold_indexes: HOLD_INDEXES.map(find),
@@ -428,6 +435,8 @@ impl Catalog {
             && catalog.hold_ids != pg_sys::InvalidOid
             && catalog.ledger_key_index != pg_sys::InvalidOid
             && catalog.ledger_history_index != pg_sys::InvalidOid
+            && catalog.ledger_id_index != pg_sys::InvalidOid
+            && catalog.ledger_refund_index != pg_sys::InvalidOid
             && catalog.ledger_ids != pg_sys::InvalidOid
             && catalog.transfer_ids != pg_sys::InvalidOid;
         complete.then_some(catalog)
@@ -482,7 +491,13 @@ impl Tables {
             && catalog.as_made(
                 opened[2],
                 &LEDGER_COLUMNS,
-                &[ledger_pkey, catalog.ledger_key_index, catalog.ledger_history_index],
+                &[
+                    ledger_pkey,
+                    catalog.ledger_key_index,
+                    catalog.ledger_history_index,
+                    catalog.ledger_id_index,
+                    catalog.ledger_refund_index,
+                ],
             )
             && only_ours(opened[0], pg_sys::TRIGGER_TYPE_UPDATE, &[c"guard_update"])
             && updates_replicate(opened[0])
@@ -535,6 +550,7 @@ impl Tables {
             }),
             ledger_keys: also.idempotency_keys.then(|| pg_sys::index_open(catalog.ledger_key_index, lock)),
             ledger_history: pg_sys::index_open(catalog.ledger_history_index, lock),
+            ledger_id_ranges: pg_sys::index_open(catalog.ledger_id_index, lock),
             ledger_ids: catalog.ledger_ids,
             transfer_ids: catalog.transfer_ids,
         })
@@ -545,6 +561,7 @@ impl Tables {
             close(index, true);
         }
         close(self.ledger_history, true);
+        close(self.ledger_id_ranges, true);
         if let Some(holds) = &self.holds {
             for index in [holds.by_id, holds.expiry, holds.due] {
                 close(index, true);
@@ -736,7 +753,8 @@ impl Tables {
 
     /// Appends an entry of `account` at `now`, as an INSERT would: its id from the
     /// ledger's identity sequence, and indexed in (account, id), (account, created_at),
-    /// and in the partial (account, idempotency_key) index when it has a key.
+    /// the block-range index of ids, and the partial (account, idempotency_key) index
+    /// when it has a key.
     unsafe fn append(&self, entry: &NewEntry<'_>, account: Datum, now: Datum) {
         let id: i64 = pgrx::direct_function_call(pg_sys::nextval_oid, &[self.ledger_ids.into_datum()])
             .expect("nextval returns a value");
@@ -757,6 +775,9 @@ impl Tables {
             entry.held_amount.clone().into_datum(),
             entry.outcome.clone().map(JsonB).into_datum(),
             entry.transfer_id.into_datum(),
+            // refund_of: refunds are written by SQL (so no entry here goes into the
+            // partial index of refunds).
+            None,
         ];
         let mut nulls = values.map(|v| v.is_none());
         let mut datums = values.each_mut().map(|v| v.unwrap_or(Datum::from(0)));
@@ -764,6 +785,7 @@ impl Tables {
         pg_sys::simple_heap_insert(self.ledger.heap, row);
         self.ledger.index(&mut [datums[1], datums[0]], row, false);
         insert_index_entry(self.ledger_history, self.ledger.heap, &mut [datums[1], datums[8]], row, false);
+        insert_index_entry(self.ledger_id_ranges, self.ledger.heap, &mut [datums[0]], row, false);
         if entry.idempotency_key.is_some() {
             let keys = self.ledger_keys.expect("opened for entries with a key");
             insert_index_entry(keys, self.ledger.heap, &mut [datums[1], datums[6]], row, false);
