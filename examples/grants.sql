@@ -36,6 +36,7 @@ GRANT EXECUTE ON FUNCTION
     credits.expire_holds(integer),
     credits.expire_grants(integer),
     credits.transfer(text, text, numeric, text, text, jsonb),
+    credits.refund(bigint, numeric, text, text, jsonb, boolean),
     credits.statement(text, timestamptz, timestamptz, text, text),
     credits.usage(text, timestamptz, timestamptz, text),
     credits.balance_at(text, timestamptz),

@@ -2,12 +2,10 @@
 //!
 //! `credits.charge(account, cost)` runs in the caller's transaction; when the account
 //! cannot pay, the statement fails with SQLSTATE PT402 and a JSON payload that any
-//! application layer maps to HTTP 402. Layers, from the SQL surface down:
-//! `ledger` (charge, recharge), `batch` (charge_many), `hot` (slotted accounts) and
-//! `accounts` (opening, balances, settings) are the functions; `guard` holds the rules
-//! for every other writer and `notify` sends the low-balance alerts; `input` and
-//! `error` are the contract for arguments and failures; `plans` keeps prepared SQL
-//! across calls and marks the extension's own writes.
+//! application layer maps to HTTP 402. The README's "Layout" lists the modules from the
+//! bottom up: the decision core (`decide`), the writers that carry its decisions out (SQL
+//! in `ledger` and `pools`, direct in `direct`, slots in `hot`), and the SQL surface on
+//! top; `error` is the one place every SQLSTATE and payload is built.
 
 use pgrx::prelude::*;
 
