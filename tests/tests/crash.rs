@@ -3,10 +3,10 @@
 //! the ledger exactly once, no refused one is, every operation in flight at a kill is
 //! settled exactly once by a retry with its idempotency key, and for every account
 //! balance = sum(ledger) >= min_balance. Every tenth account is hot (four slots). Holds
-//! are placed and then captured or released, promotional grants made and transfers sent,
-//! all with keys: each applies once, every hold resolves at most once, its held amount
-//! accounted for to the last cent, and every transfer (keyed or not) nets to zero between
-//! its two accounts.
+//! are placed and then captured or released, promotional grants made, transfers sent and
+//! charges refunded, all with keys: each applies once, every hold resolves at most once,
+//! its held amount accounted for to the last cent, every transfer (keyed or not) nets to
+//! zero between its two accounts, and no entry is refunded more than it took.
 //!
 //! It kills the cluster it runs on, so scripts/test.sh runs it alone: it needs
 //! PG_CREDITS_DATA (the data directory) and PG_CREDITS_START (a command that starts the
@@ -200,6 +200,31 @@ fn worker(id: usize, db: String, stop: Arc<AtomicBool>) -> Report {
                 report.operations.push(Operation { account, key: grant_key, settled, was_in_flight });
                 continue;
             }
+            // A charge, then a keyed refund of part of it: each applies once.
+            9 => {
+                let charge_key = format!("{key}-c");
+                let charge = |c: &mut Client| {
+                    c.query_one("SELECT credits.charge($1, $2::text::numeric, 'refunded', $3)", &[&account, &amount, &charge_key])
+                };
+                let Some((answer, was_in_flight)) = until_settled(&mut client, &db, &stop, charge) else { return report };
+                if answer.is_err() {
+                    report.operations.push(Operation { account, key: charge_key, settled: Settled::Refused, was_in_flight });
+                    continue;
+                }
+                report.operations.push(Operation { account: account.clone(), key: charge_key.clone(), settled: Settled::Committed, was_in_flight });
+                let refund_key = format!("{key}-rf");
+                let give_back = |c: &mut Client| {
+                    c.query_one(
+                        "SELECT refund_id FROM credits.refund(
+                             (SELECT id FROM credits.ledger WHERE account = $1 AND idempotency_key = $2), 0.01, $3)",
+                        &[&account, &charge_key, &refund_key],
+                    )
+                };
+                let Some((answer, was_in_flight)) = until_settled(&mut client, &db, &stop, give_back) else { return report };
+                let settled = if answer.is_ok() { Settled::Committed } else { Settled::Refused };
+                report.operations.push(Operation { account, key: refund_key, settled, was_in_flight });
+                continue;
+            }
             // A keyed transfer to another account (its key is the source's), or one without
             // a key (between plain accounts, written directly): both must net to zero.
             7 | 8 => {
@@ -353,6 +378,20 @@ fn bank_survives_postmaster_kills() {
         .get(0);
     if broken > 0 {
         violations.push(format!("{broken} accounts break balance = sum(ledger) >= min_balance"));
+    }
+    // No entry was refunded more than it took.
+    let over_refunded: i64 = client
+        .query_one(
+            "SELECT count(*) FROM credits.ledger c
+              WHERE c.kind IN ('charge', 'capture')
+                AND (SELECT coalesce(sum(r.amount), 0) FROM credits.ledger r
+                      WHERE r.account = c.account AND r.refund_of = c.id AND r.kind = 'refund') > -c.amount",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if over_refunded > 0 {
+        violations.push(format!("{over_refunded} entries refunded more than they took"));
     }
     // Every transfer moved between two accounts and netted to zero.
     let unbalanced: i64 = client
