@@ -8,13 +8,17 @@
 //!   consumers that must not miss an alert read (with a cursor, see the README);
 //! - a `NOTIFY credits_low_balance`, for listeners that want it at once.
 //!
+//! Both say what the account spends per day and when, at that pace, it reaches its floor,
+//! from its last 1,000 charges at most: a bounded read in the transaction that crossed.
+//!
 //! The NOTIFY is not sent where the alert is found but queued here and sent just before
 //! the transaction commits: PostgreSQL refuses to PREPARE a transaction that has executed
 //! NOTIFY, and a charge must not make two-phase commit fail. A transaction that is
 //! prepared sends no NOTIFY (its events row is its alert); an aborted transaction or
 //! subtransaction sends none of what it queued, as NOTIFY itself would.
 
-use crate::plans::{Statement, JSONB, TEXT};
+use crate::plans::{Statement, JSONB, NUMERIC, TEXT, TIMESTAMPTZ};
+use pgrx::datetime::{TimestampWithTimeZone, ToIsoString};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
@@ -23,6 +27,33 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 
 pub const CHANNEL: &str = "credits_low_balance";
+
+/// The pace of account $1 as of $2, from its last 1,000 charges and captures at most (a
+/// bounded read, inside the transaction that crossed): spent per day, and when its balance
+/// $3 reaches its floor at that pace; NULL unless they span a second at least (a burst of
+/// charges says nothing of a pace), 'infinity' beyond a thousand years.
+static PACE: Statement = Statement {
+    sql: "WITH recent AS (
+              SELECT amount, created_at FROM credits.ledger
+               WHERE account = $1 AND kind IN ('charge', 'capture') ORDER BY created_at DESC LIMIT 1000),
+          pace AS (
+              SELECT -pg_catalog.sum(amount) AS spent,
+                     CASE WHEN pg_catalog.max(created_at) - pg_catalog.min(created_at) >= '1 second'::pg_catalog.interval
+                          THEN pg_catalog.date_part('epoch', $2 - pg_catalog.min(created_at))::pg_catalog.numeric END
+                         AS seconds
+                FROM recent),
+          left_days AS (
+              SELECT CASE WHEN pace.spent > 0 AND pace.seconds > 0
+                          THEN GREATEST($3 - a.min_balance, 0) / (pace.spent / pace.seconds) / 86400 END AS days,
+                     CASE WHEN pace.seconds > 0 THEN pace.spent / pace.seconds * 86400 END AS per_day
+                FROM pace, credits.accounts a WHERE a.account = $1)
+          SELECT pg_catalog.trim_scale(pg_catalog.round(per_day, 6)),
+                 CASE WHEN days > 365250 THEN 'infinity'::pg_catalog.timestamptz
+                      ELSE $2 + pg_catalog.make_interval(secs => (days * 86400)::pg_catalog.float8) END
+            FROM left_days",
+    args: &[TEXT, TIMESTAMPTZ, NUMERIC],
+    generic: true,
+};
 
 static RECORD: Statement = Statement {
     sql: "INSERT INTO credits.events (kind, account, payload) VALUES ('low_balance', $1, $2) RETURNING id",
@@ -42,10 +73,16 @@ pub fn crossed(before: &AnyNumeric, after: &AnyNumeric, threshold: Option<&AnyNu
 }
 
 pub fn low_balance(client: &SpiClient<'_>, account: &str, balance: &AnyNumeric, threshold: &AnyNumeric) {
+    let now = crate::input::timestamp(crate::input::now());
+    let pace = PACE.first_row(client, &[account.into(), now.into(), balance.clone().into()]).expect("one row");
+    let per_day: Option<AnyNumeric> = pace.nullable_column(1);
+    let runs_out_at: Option<TimestampWithTimeZone> = pace.nullable_column(2);
     let mut payload = json!({
         "account": account,
         "balance": balance.to_string(),
         "threshold": threshold.to_string(),
+        "spent_per_day": per_day.map(|rate| rate.to_string()),
+        "runs_out_at": runs_out_at.map(|at| at.to_iso_string()),
     });
     let event: i64 = RECORD
         .first_value(client, &[account.into(), JsonB(payload.clone()).into()])

@@ -32,9 +32,13 @@ fn alert(account: &str, balance: &str, threshold: &str) -> Value {
     json!({"account": account, "balance": balance, "threshold": threshold})
 }
 
+/// The alerts without their event id and pace (which every alert names).
 fn without_id(mut alerts: Vec<Value>) -> Vec<Value> {
     for alert in &mut alerts {
-        alert.as_object_mut().unwrap().remove("event_id").expect("every alert names its event");
+        let fields = alert.as_object_mut().unwrap();
+        for field in ["event_id", "spent_per_day", "runs_out_at"] {
+            fields.remove(field).unwrap_or_else(|| panic!("every alert names its {field}"));
+        }
     }
     alerts
 }
@@ -113,4 +117,28 @@ fn a_prepared_transaction_that_crossed_the_threshold_commits_with_its_event() {
     client.batch_execute("ROLLBACK PREPARED 'undone'").unwrap();
     assert_eq!(recorded(&mut client).len(), 3);
     assert_eq!(balance(&mut client, "n"), dec("10"));
+}
+
+#[test]
+fn an_alert_says_how_fast_the_account_spends_and_when_it_runs_out() {
+    let db = fresh_database("notify_pace");
+    let mut client = connect(&db);
+    client.execute("SELECT credits.create_account('p', 100, low_balance_threshold => 50)", &[]).unwrap();
+    client.query_one("SELECT credits.charge('p', 20)", &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    client.query_one("SELECT credits.charge('p', 20)", &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    client.query_one("SELECT credits.charge('p', 20)", &[]).unwrap();
+    let alert = &recorded(&mut client)[0];
+    let per_day: f64 = alert["spent_per_day"].as_str().expect("a rate").parse().unwrap();
+    // 60 in about 1.2 s: about 4.3 million a day.
+    assert!((2e6..1e7).contains(&per_day), "{alert}");
+    let soon = client
+        .query_one(
+            "SELECT ($1::text)::timestamptz BETWEEN clock_timestamp() - interval '5 seconds' AND clock_timestamp() + interval '5 seconds'",
+            &[&alert["runs_out_at"].as_str().expect("a time")],
+        )
+        .unwrap()
+        .get::<_, bool>(0);
+    assert!(soon, "40 left at 60 per 1.2 s runs out within a second: {alert}");
 }
