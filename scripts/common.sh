@@ -175,6 +175,8 @@ install_example_tools() {
     command -v npm >/dev/null || missing+=(npm)
     python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
     command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+    # The usage page's test renders it in a real headless browser.
+    command -v chromium >/dev/null || missing+=(chromium)
     apt_install "${missing[@]}"
     [ -x "$ROOT/target/venv/bin/python" ] || python3 -m venv "$ROOT/target/venv"
     "$ROOT/target/venv/bin/pip" install -q -r "$ROOT/examples/python/requirements.txt"
