@@ -4,11 +4,24 @@
 const http = require("node:http");
 const { Pool } = require("pg");
 
-const pool = new Pool({ max: 8 }); // reads PGHOST, PGPORT, PGUSER, PGDATABASE
+const pool = new Pool({ max: 8, connectionTimeoutMillis: 5000 }); // reads PGHOST, PGPORT, PGUSER, PGDATABASE
 
-// The mapping rule: SQLSTATE PTxyz -> HTTP xyz with the DETAIL's JSON; 22xxx -> 400.
+// No connection could be had (the database is down, restarting or unreachable): the
+// request did nothing and may be retried. Socket errors carry no SQLSTATE.
+function unreachable(err) {
+  const state = err.code || "";
+  return /^E[A-Z]+$/.test(state) || state.startsWith("08") || state.startsWith("57P") ||
+    /timeout exceeded when trying to connect|Connection terminated/.test(err.message || "");
+}
+
+// The mapping rule: SQLSTATE PTxyz -> HTTP xyz with the DETAIL's JSON; 22xxx -> 400;
+// no database -> 503 with Retry-After.
 function toHttp(err) {
   const state = err.code || "";
+  if (unreachable(err)) {
+    return [503, { "Retry-After": "1" },
+      { error_code: 503, error_name: "DatabaseUnavailableError", message: "the database cannot be reached, retry shortly" }];
+  }
   if (!state.startsWith("PT") && !state.startsWith("22")) {
     return [500, {}, { error_code: 500, error_name: "InternalError", message: "internal error" }];
   }

@@ -18,8 +18,13 @@ from psycopg_pool import ConnectionPool
 
 
 def to_http(error: psycopg.Error):
-    """The mapping rule: SQLSTATE PTxyz -> HTTP xyz with the DETAIL's JSON; 22xxx -> 400."""
+    """The mapping rule: SQLSTATE PTxyz -> HTTP xyz with the DETAIL's JSON; 22xxx -> 400;
+    no database (no connection could be had, or it was lost: the request did nothing and
+    may be retried) -> 503 with Retry-After."""
     diag, state = error.diag, error.sqlstate or ""
+    if isinstance(error, psycopg.OperationalError) and (not state or state.startswith(("08", "57P"))):
+        return 503, {"Retry-After": "1"}, {"error_code": 503, "error_name": "DatabaseUnavailableError",
+                                           "message": "the database cannot be reached, retry shortly"}
     if not (state.startswith("PT") or state.startswith("22")):
         return 500, {}, {"error_code": 500, "error_name": "InternalError", "message": "internal error"}
     payload = json.loads(diag.message_detail or "{}")
@@ -33,7 +38,8 @@ def to_http(error: psycopg.Error):
     return status, headers, body
 
 
-pool = ConnectionPool("", min_size=1, max_size=8, open=True)  # libpq reads PGHOST, PGPORT, ...
+# libpq reads PGHOST, PGPORT, ...; a request waits 5 s at most for a connection.
+pool = ConnectionPool("", min_size=1, max_size=8, open=True, timeout=5)
 
 
 def metered_search(account, key):

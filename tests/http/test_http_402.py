@@ -180,12 +180,16 @@ def test_rust_service_retries_serialization_failures():
     assert rollbacks_after > rollbacks_before, "the load did produce serialization failures to retry"
 
 
-def test_rust_service_answers_503_when_the_database_is_unreachable():
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_a_service_answers_503_when_the_database_is_unreachable(name):
     """No connection can be had: every endpoint answers 503 with a JSON body and
-    Retry-After instead of dropping the connection (it used to panic)."""
-    env = {**os.environ, "PGPORT": "1", "LISTEN": "127.0.0.1:8406"}
-    process = subprocess.Popen(SERVICES["rust"][0], cwd=ROOT, env=env)
-    base = "http://127.0.0.1:8406"
+    Retry-After instead of dropping the connection (the Rust one used to panic, the Python
+    and Node.js ones answered 500)."""
+    port = {"rust": 8406, "python": 8407, "node": 8408}[name]
+    command = [part if part != str(SERVICES[name][1]) else str(port) for part in SERVICES[name][0]]
+    env = {**os.environ, "PGPORT": "1", "LISTEN": f"127.0.0.1:{port}"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -193,10 +197,12 @@ def test_rust_service_answers_503_when_the_database_is_unreachable():
                 status, headers, body = call(base, "POST", "/v1/search", headers={"X-Account": "a"})
                 break
             except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "the Rust service did not start"
+                assert process.poll() is None and time.monotonic() < deadline, f"the {name} service did not start"
                 time.sleep(0.2)
-        for method, path, payload in [("POST", "/v1/search", None), ("POST", "/v1/accounts/a/recharge", {"amount": "1"}),
-                                      ("GET", "/v1/accounts/a/balance", None)]:
+        endpoints = [("POST", "/v1/search", None), ("POST", "/v1/accounts/a/recharge", {"amount": "1"})]
+        endpoints += {"rust": [("GET", "/v1/accounts/a/balance", None)],
+                      "python": [("GET", "/accounts/a/usage.json", None)], "node": []}[name]
+        for method, path, payload in endpoints:
             status, headers, body = call(base, method, path, payload, {"X-Account": "a"})
             assert (status, headers["Retry-After"], body["error_code"], body["error_name"]) == \
                 (503, "1", 503, "DatabaseUnavailableError"), path
