@@ -61,6 +61,26 @@ pub unsafe fn index_beginscan(
     }
 }
 
+/// Inserts an index entry as the executor does, `info` built for this one insert: from
+/// PostgreSQL 17 an access method may keep state in it across inserts (BRIN keeps its
+/// range map pinned), which `index_insert_cleanup` releases, as the executor does when it
+/// closes the index.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn index_insert_once(
+    index: pg_sys::Relation,
+    values: *mut pg_sys::Datum,
+    nulls: *mut bool,
+    tid: pg_sys::ItemPointer,
+    heap: pg_sys::Relation,
+    unique: pg_sys::IndexUniqueCheck::Type,
+    unchanged: bool,
+) {
+    let info = pg_sys::BuildIndexInfo(index);
+    pg_sys::index_insert(index, values, nulls, tid, heap, unique, unchanged, info);
+    #[cfg(any(feature = "pg17", feature = "pg18"))]
+    pg_sys::index_insert_cleanup(index, info);
+}
+
 /// The sequence behind identity column `column` of `table` (17 takes the opened relation).
 pub unsafe fn identity_sequence(table: Oid, column: i16) -> Oid {
     #[cfg(any(feature = "pg15", feature = "pg16"))]

@@ -938,7 +938,7 @@ unsafe fn insert_index_entry(
     key_unchanged: bool,
 ) {
     let mut nulls = vec![false; key.len()];
-    pg_sys::index_insert(
+    compat::index_insert_once(
         index,
         key.as_mut_ptr(),
         nulls.as_mut_ptr(),
@@ -950,7 +950,6 @@ unsafe fn insert_index_entry(
             pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
         },
         key_unchanged,
-        pg_sys::BuildIndexInfo(index),
     );
 }
 
