@@ -17,7 +17,7 @@
 
 use super::{equal_key, json_number, insert_index_entry, scan, text_key, with_tables, Also, NewEntry, Tables, Update};
 use super::{ACCOUNT_COLUMNS, HOLD_COLUMNS};
-use crate::decide::{Figures, Hold, HoldStatus, Overage, Time};
+use crate::decide::{Hold, HoldStatus, Overage, Time};
 use crate::input;
 use crate::money::canonical;
 use crate::pools::{self, Placed, Spend};
@@ -93,13 +93,7 @@ impl Tables {
         let mut found = None;
         let mut keys = [text_key(self.accounts.pkey, 1, account)];
         self.accounts.scan(snapshot, &mut keys, ACCOUNT_COLUMNS.len(), |values, nulls, version| {
-            let plain =
-                i32::from_datum(values[7], nulls[7]) == Some(0) && bool::from_datum(values[9], nulls[9]) == Some(false);
-            let figures = Figures {
-                balance: AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL"),
-                held: AnyNumeric::from_datum(values[8], nulls[8]).expect("held is NOT NULL"),
-                min_balance: AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL"),
-            };
+            let (plain, figures) = super::plain_figures(values, nulls);
             if plain && figures.can_pay(needs) {
                 let balance_after = canonical(figures.balance.clone() - cost.clone());
                 values[1] = balance_after.clone().into_datum().expect("a number");

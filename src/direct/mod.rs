@@ -904,6 +904,21 @@ impl Table {
     }
 }
 
+/// Whether an account row (its columns as [`ACCOUNT_COLUMNS`]) is plain (no slots, no
+/// grants), and its figures.
+fn plain_figures(values: &[Datum], nulls: &[bool]) -> (bool, Figures<AnyNumeric>) {
+    // SAFETY: the columns are those of ACCOUNT_COLUMNS, of a row pinned by the caller.
+    unsafe {
+        let plain = i32::from_datum(values[7], nulls[7]) == Some(0) && bool::from_datum(values[9], nulls[9]) == Some(false);
+        let figures = Figures {
+            balance: AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL"),
+            held: AnyNumeric::from_datum(values[8], nulls[8]).expect("held is NOT NULL"),
+            min_balance: AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL"),
+        };
+        (plain, figures)
+    }
+}
+
 /// Calls `each` with the columns and version of every row of `heap` that `index` finds
 /// for `keys` under `snapshot`, until it returns false (see `Table::scan`).
 unsafe fn scan(

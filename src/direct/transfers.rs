@@ -9,7 +9,6 @@
 //! both are locked, nobody can change them, so both updates succeed.
 
 use super::{with_tables, Also, NewEntry, Tables, Update, ACCOUNT_COLUMNS};
-use crate::decide::Figures;
 use crate::money::canonical;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::{AnyNumeric, FromDatum, IntoDatum, JsonB};
@@ -103,13 +102,7 @@ impl Tables {
         let mut found = None;
         let mut keys = [super::text_key(self.accounts.pkey, 1, key)];
         self.accounts.scan(snapshot, &mut keys, ACCOUNT_COLUMNS.len(), |values, nulls, version| {
-            let plain =
-                i32::from_datum(values[7], nulls[7]) == Some(0) && bool::from_datum(values[9], nulls[9]) == Some(false);
-            let figures = Figures {
-                balance: AnyNumeric::from_datum(values[1], nulls[1]).expect("balance is NOT NULL"),
-                held: AnyNumeric::from_datum(values[8], nulls[8]).expect("held is NOT NULL"),
-                min_balance: AnyNumeric::from_datum(values[2], nulls[2]).expect("min_balance is NOT NULL"),
-            };
+            let (plain, figures) = super::plain_figures(values, nulls);
             let pays = *change >= AnyNumeric::from(0) || figures.can_pay(&-change.clone());
             if plain && pays {
                 let after = canonical(figures.balance.clone() + change.clone());
