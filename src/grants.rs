@@ -245,14 +245,7 @@ fn void(grant_id: Option<i64>, reason: Option<&str>, idempotency_key: Option<&st
             if let Some(original) = pools::keyed(client, &account, key) {
                 let same = original.kind == "void" && original.field::<i64>("grant_id") == Some(grant_id);
                 if !same {
-                    return Err(CreditsError::IdempotencyConflict {
-                        account,
-                        idempotency_key: key.to_owned(),
-                        original_kind: original.kind,
-                        original_amount: original.amount,
-                        kind: "void",
-                        amount: AnyNumeric::from(0),
-                    });
+                    return Err(original.conflict(&account, key, "void", AnyNumeric::from(0)));
                 }
                 return Ok((grant_id, original.field("voided").expect("voided"), original.field("balance").expect("balance")));
             }

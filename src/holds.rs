@@ -251,14 +251,8 @@ fn settle_locked(
                 && original.field::<i64>("hold_id") == Some(hold_id)
                 && amount.is_none_or(|amount| original.field::<AnyNumeric>("captured") == Some(amount.value.clone()));
             if !same {
-                return Err(CreditsError::IdempotencyConflict {
-                    account: account.to_owned(),
-                    idempotency_key: key.to_owned(),
-                    original_kind: original.kind,
-                    original_amount: original.amount,
-                    kind,
-                    amount: amount.map_or_else(|| AnyNumeric::from(0), |amount| -amount.value.clone()),
-                });
+                let asked = amount.map_or_else(|| AnyNumeric::from(0), |amount| -amount.value.clone());
+                return Err(original.conflict(account, key, kind, asked));
             }
             return Ok((
                 hold_id,

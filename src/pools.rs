@@ -540,18 +540,23 @@ pub struct Keyed {
 
 impl Keyed {
     /// The conflict, unless the key recorded this same movement (kind and signed amount).
-    pub fn same(&self, account: &str, key: &str, kind: &'static str, amount: AnyNumeric) -> crate::error::Result<()> {
+    pub fn same(&self, account: &str, key: &str, kind: &'static str, amount: AnyNumeric) -> Result<()> {
         if self.kind == kind && self.amount == amount {
             return Ok(());
         }
-        Err(crate::error::CreditsError::IdempotencyConflict {
+        Err(self.conflict(account, key, kind, amount))
+    }
+
+    /// PT409: the key recorded this, and is used again for a `kind` of `amount`.
+    pub fn conflict(&self, account: &str, key: &str, kind: &'static str, amount: AnyNumeric) -> CreditsError {
+        CreditsError::IdempotencyConflict {
             account: account.to_owned(),
             idempotency_key: key.to_owned(),
             original_kind: self.kind.clone(),
             original_amount: self.amount.clone(),
             kind,
             amount,
-        })
+        }
     }
 
     /// A field of the outcome the keyed operation recorded.

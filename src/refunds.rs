@@ -100,14 +100,8 @@ fn give_back(
                     && original.field::<i64>("entry_id") == Some(asked.entry_id)
                     && asked.amount.as_ref().is_none_or(|amount| original.amount == *amount);
                 if !same {
-                    return Err(CreditsError::IdempotencyConflict {
-                        account,
-                        idempotency_key: key.to_owned(),
-                        original_kind: original.kind,
-                        original_amount: original.amount,
-                        kind: "refund",
-                        amount: asked.amount.clone().unwrap_or_else(|| AnyNumeric::from(0)),
-                    });
+                    let amount = asked.amount.clone().unwrap_or_else(|| AnyNumeric::from(0));
+                    return Err(original.conflict(&account, key, "refund", amount));
                 }
                 return Ok((
                     original.field("refund_id").expect("a refund's outcome has its entry"),

@@ -86,14 +86,7 @@ fn move_credit(
             if let Some(original) = pools::keyed(client, from, key) {
                 original.same(from, key, "transfer_out", -amount.clone())?;
                 if original.field::<String>("to_account").as_deref() != Some(to) {
-                    return Err(CreditsError::IdempotencyConflict {
-                        account: from.to_owned(),
-                        idempotency_key: key.to_owned(),
-                        original_kind: original.kind,
-                        original_amount: original.amount,
-                        kind: "transfer_out",
-                        amount: -amount,
-                    });
+                    return Err(original.conflict(from, key, "transfer_out", -amount));
                 }
                 return Ok((
                     original.field("transfer_id").expect("a transfer's outcome has its id"),
