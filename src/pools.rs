@@ -194,18 +194,21 @@ pub struct Spend<'a> {
     pub hold_id: Option<i64>,
 }
 
-/// What the locked account's pools give for `amount` (a charge, or what a hold reserves),
-/// in burn order; PT402 when they cannot.
-fn draws(
+/// What the locked account's pools give for `amount` (a charge, a transfer, or what a hold
+/// reserves), in burn order, and the pools read (a drawn pool's terms among them); PT402
+/// when they cannot.
+pub fn draws(
     client: &SpiClient<'_>,
     account: &str,
     row: &Account,
     figures: &Figures<AnyNumeric>,
     amount: &AnyNumeric,
     now: Time,
-) -> Result<Vec<Draw<AnyNumeric>>> {
+) -> Result<(Vec<Draw<AnyNumeric>>, Vec<Pool<AnyNumeric>>)> {
     let pools = pools(client, account, row, amount, now);
-    decide::draw(figures, amount, &pools, now).map_err(|_| CreditsError::insufficient(account, figures, amount))
+    let draws =
+        decide::draw(figures, amount, &pools, now).map_err(|_| CreditsError::insufficient(account, figures, amount))?;
+    Ok((draws, pools))
 }
 
 /// Charges `cost` to the locked account `row` with `figures` (see [`settled`]): draws it
@@ -220,7 +223,7 @@ pub fn charge(
     cost: &AnyNumeric,
     now: Time,
 ) -> Result<AnyNumeric> {
-    let draws = draws(client, spend.account, row, figures, cost, now)?;
+    let (draws, _) = draws(client, spend.account, row, figures, cost, now)?;
     Ok(write_draws(client, spend, &draws, cost, Spent::Charge))
 }
 
@@ -287,7 +290,7 @@ pub fn hold(
     now: Time,
     outside: &AnyNumeric,
 ) -> Result<Placed> {
-    let draws = draws(client, spend.account, row, figures, amount, now)?;
+    let (draws, _) = draws(client, spend.account, row, figures, amount, now)?;
     let available = canonical(figures.available() - amount.clone() + outside.clone());
     let _own = OwnWrite::begin(spend.account);
     let (pools, amounts) = columns(&draws);

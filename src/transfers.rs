@@ -118,9 +118,7 @@ fn write(
     now: decide::Time,
 ) -> Result<Moved> {
     let from = spend.account;
-    let pools = pools::pools(client, from, source, amount, now);
-    let draws = decide::draw(source_figures, amount, &pools, now)
-        .map_err(|_| CreditsError::insufficient(from, source_figures, amount))?;
+    let (draws, pools) = pools::draws(client, from, source, source_figures, amount, now)?;
     let grant_parts: Vec<(&Draw<AnyNumeric>, &Pool<AnyNumeric>)> = draws
         .iter()
         .filter(|draw| draw.pool != decide::OWN_BALANCE)
