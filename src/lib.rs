@@ -19,6 +19,18 @@ macro_rules! row_is_whole {
     };
 }
 
+/// SQL: when, from `$now`, a balance runs out in `$days` days (a numeric; NULL: never
+/// known), as `runway` and the low-balance alert say it: 'infinity' beyond a thousand
+/// years, which an interval cannot hold.
+macro_rules! runs_out_at {
+    ($now:literal, $days:literal) => {
+        concat!(
+            "CASE WHEN ", $days, " > 365250 THEN 'infinity'::pg_catalog.timestamptz ELSE ", $now,
+            " + pg_catalog.make_interval(secs => (", $days, " * 86400)::pg_catalog.float8) END"
+        )
+    };
+}
+
 mod accounts;
 mod batch;
 mod charge;

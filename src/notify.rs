@@ -33,7 +33,7 @@ pub const CHANNEL: &str = "credits_low_balance";
 /// $3 reaches its floor at that pace; NULL unless they span a second at least (a burst of
 /// charges says nothing of a pace), 'infinity' beyond a thousand years.
 static PACE: Statement = Statement {
-    sql: "WITH recent AS (
+    sql: concat!("WITH recent AS (
               SELECT amount, created_at FROM credits.ledger
                WHERE account = $1 AND kind IN ('charge', 'capture') ORDER BY created_at DESC LIMIT 1000),
           pace AS (
@@ -47,10 +47,8 @@ static PACE: Statement = Statement {
                           THEN GREATEST($3 - a.min_balance, 0) / (pace.spent / pace.seconds) / 86400 END AS days,
                      CASE WHEN pace.seconds > 0 THEN pace.spent / pace.seconds * 86400 END AS per_day
                 FROM pace, credits.accounts a WHERE a.account = $1)
-          SELECT pg_catalog.trim_scale(pg_catalog.round(per_day, 6)),
-                 CASE WHEN days > 365250 THEN 'infinity'::pg_catalog.timestamptz
-                      ELSE $2 + pg_catalog.make_interval(secs => (days * 86400)::pg_catalog.float8) END
-            FROM left_days",
+          SELECT pg_catalog.trim_scale(pg_catalog.round(per_day, 6)), ", runs_out_at!("$2", "days"), "
+            FROM left_days"),
     args: &[TEXT, TIMESTAMPTZ, NUMERIC],
     generic: true,
 };

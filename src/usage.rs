@@ -407,17 +407,15 @@ static SPENT_BY: Statement = Statement {
 /// What account $1 spent in the $3 before $2, per day, and when $4 (its spendable
 /// balance) runs out at that pace: 'infinity' beyond a thousand years.
 static PACE: Statement = Statement {
-    sql: "WITH spent AS (
+    sql: concat!("WITH spent AS (
               SELECT coalesce(-pg_catalog.sum(l.amount), 0) AS amount FROM credits.ledger l
                WHERE l.account = $1 AND l.created_at >= $2 - $3 AND l.created_at < $2 AND l.kind IN ('charge', 'capture')),
           span AS (SELECT pg_catalog.date_part('epoch', $2 - ($2 - $3))::pg_catalog.numeric / 86400 AS days),
           left_days AS (
               SELECT CASE WHEN spent.amount > 0 THEN GREATEST($4, 0) / spent.amount * span.days END AS days
                 FROM spent, span)
-          SELECT spent.amount, pg_catalog.round(spent.amount / span.days, 18),
-                 CASE WHEN left_days.days > 365250 THEN 'infinity'::pg_catalog.timestamptz
-                      ELSE $2 + pg_catalog.make_interval(secs => (left_days.days * 86400)::pg_catalog.float8) END
-            FROM spent, span, left_days",
+          SELECT spent.amount, pg_catalog.round(spent.amount / span.days, 18), ", runs_out_at!("$2", "left_days.days"), "
+            FROM spent, span, left_days"),
     args: &[TEXT, TIMESTAMPTZ, INTERVAL, crate::plans::NUMERIC],
     generic: false,
 };
