@@ -156,9 +156,9 @@ fn write(
         let expires_at: TimestampWithTimeZone = grant.column(2);
         let spendable = input::time(expires_at) > now && closed.as_deref().is_none_or(|closed| closed == "depleted");
         let state = if spendable { PoolState::Spendable } else { PoolState::Closed };
-        (id, state, grant.column::<String>(3), grant.column::<i32>(4))
+        (state, grant.column::<String>(3), grant.column::<i32>(4))
     });
-    let to = grant.as_ref().map_or(RefundTo::Pool, |(_, state, ..)| decide::refund_to(*state, asked.reissue));
+    let to = grant.as_ref().map_or(RefundTo::Pool, |(state, ..)| decide::refund_to(*state, asked.reissue));
     let balance = canonical(figures.balance.clone() + if to == RefundTo::PoolThenExpiry { AnyNumeric::from(0) } else { given.clone() });
     let refund_id: i64 = NEXT_ENTRY.first_value(client, &[]).expect("a sequence value");
     let outcome = asked.idempotency_key.map(|_| {
@@ -173,7 +173,7 @@ fn write(
     });
     let _own = OwnWrite::begin(account);
     match (to, grant) {
-        (RefundTo::Reissued, Some((_, _, category, priority))) => {
+        (RefundTo::Reissued, Some((_, category, priority))) => {
             let terms = Terms {
                 category: decide::Category::parse(&category).expect("a known category"),
                 priority,
